@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Python is not linked at build time: `CPython` loads the libpython it is pointed at (or the newest
+// CPython >= 3.12 it finds) when the runtime starts. That keeps `swift build` free of any Python
+// setup, lets `--python` pick a virtual environment of another version at run time, and keeps the
+// library usable as a dependency without unsafe flags.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Subinterpreters",
+    products: [
+        .library(name: "Subinterpreters", targets: ["Subinterpreters"]),
+        .executable(name: "subinterp", targets: ["subinterp"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/attaswift/BigInt", from: "6.0.1"),
+    ],
+    targets: [
+        .target(
+            name: "CPython",
+            linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]
+        ),
+        .target(
+            name: "Subinterpreters",
+            dependencies: [
+                "CPython",
+                .product(name: "BigInt", package: "BigInt"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "subinterp",
+            dependencies: [
+                "Subinterpreters",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "SubinterpretersTests",
+            dependencies: ["Subinterpreters", "subinterp"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,185 @@
+/// Python run once in every new interpreter, before any user code. It hangs a few private
+/// helpers on the built-in `subinterp` module and, when asked, replaces `sys.stdout` and
+/// `sys.stderr` with writers that emit whole lines under the host's output lock.
+enum Bootstrap {
+    static let source = #"""
+import sys
+import subinterp
+
+def _qualified_name(t):
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+def _describe(exc):
+    """(type name, message, traceback, module that refused to load in a sub-interpreter or None)."""
+    import traceback, re
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable exception>"
+    try:
+        formatted = "".join(traceback.format_exception(exc))
+    except Exception:
+        formatted = ""
+    refused = None
+    seen = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = re.search(r"module (\S+) does not support loading in subinterpreters", str(current))
+        if found:
+            refused = found.group(1)
+            break
+        current = current.__cause__ or current.__context__
+    return _qualified_name(type(exc)), message, formatted, refused
+
+def _resolve(name):
+    """The object named by "package.module.attr", "package.module:attr.path" or a __main__ global."""
+    import importlib
+    if ":" in name:
+        module_name, _, path = name.partition(":")
+        target = importlib.import_module(module_name)
+        for part in path.split("."):
+            target = getattr(target, part)
+        return target
+    parts = name.split(".")
+    if len(parts) == 1:
+        main = sys.modules["__main__"]
+        if hasattr(main, name):
+            return getattr(main, name)
+        import builtins
+        if hasattr(builtins, name):
+            return getattr(builtins, name)
+        raise NameError(f"name '{name}' is not defined in __main__; use 'module.function' to call into a module")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            target = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and module_name.startswith(error.name) and cut > 1:
+                continue
+            raise
+        for part in parts[cut:]:
+            target = getattr(target, part)
+        return target
+    raise ImportError(f"cannot resolve '{name}'")
+
+def _pickle_dumps(obj):
+    import pickle
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise TypeError(
+            f"cannot send a '{_qualified_name(type(obj))}' object to another interpreter: "
+            f"it is not a basic type and pickle refused it ({error})") from error
+
+def _pickle_loads(data):
+    import pickle
+    return pickle.loads(data)
+
+class _LineWriter:
+    """A text stream that writes whole lines under the host's output lock, so lines written by
+    different interpreters never interleave. A partial line waits for its newline (flush keeps
+    it) and is written when the interpreter ends."""
+
+    def __init__(self, fd, name, errors):
+        self._fd = fd
+        self._pending = b""
+        self.name = name
+        self.encoding = "utf-8"
+        self.errors = errors
+        self.buffer = _LineBuffer(self)
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._write_bytes(text.encode("utf-8", self.errors))
+        return len(text)
+
+    def _write_bytes(self, data):
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            self._pending += data
+            return
+        if self._pending:
+            data = self._pending + data
+            cut += len(self._pending)
+        self._pending = data[cut:]
+        subinterp._write(self._fd, data[:cut])
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def _drain(self):
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            subinterp._write(self._fd, pending)
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        import os
+        return os.isatty(self._fd)
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    @property
+    def closed(self):
+        return False
+
+    @property
+    def line_buffering(self):
+        return True
+
+class _LineBuffer:
+    """`sys.stdout.buffer`: bytes written here join the same line discipline."""
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def write(self, data):
+        self._owner._write_bytes(bytes(data))
+        return len(data)
+
+    def flush(self):
+        pass
+
+def _install_line_writers():
+    import atexit
+    sys.stdout = _LineWriter(1, "<stdout>", "strict")
+    sys.stderr = _LineWriter(2, "<stderr>", "backslashreplace")
+    atexit.register(_drain_output)
+
+def _drain_output():
+    for stream in (sys.stdout, sys.stderr):
+        drain = getattr(stream, "_drain", None)
+        if drain is not None:
+            try:
+                drain()
+            except Exception:
+                pass
+        else:
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+subinterp._describe = _describe
+subinterp._resolve = _resolve
+subinterp._pickle_dumps = _pickle_dumps
+subinterp._pickle_loads = _pickle_loads
+subinterp._install_line_writers = _install_line_writers
+subinterp._drain_output = _drain_output
+"""#
+}

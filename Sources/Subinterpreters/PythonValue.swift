@@ -1,0 +1,144 @@
+import BigInt
+import Foundation
+
+/// A Python value that can leave its interpreter: the basic types natively, anything else as
+/// pickled bytes that are unpickled in the interpreter that receives them.
+///
+/// Conversion is exact-type: an `int` subclass such as an `IntEnum`, a `defaultdict` or a
+/// `bytearray` crosses pickled, so it arrives as the same type.
+public enum PythonValue: Sendable, Hashable {
+    case none
+    case bool(Bool)
+    /// An `int` of any size.
+    case int(BigInt)
+    case float(Double)
+    case string(String)
+    case bytes([UInt8])
+    case list([PythonValue])
+    case tuple([PythonValue])
+    /// A `dict`, in insertion order. Keys may be any value that is hashable in Python.
+    case dict([(key: PythonValue, value: PythonValue)])
+    /// An object of another type, as `pickle.dumps` wrote it.
+    case pickled([UInt8])
+
+    public static func == (lhs: PythonValue, rhs: PythonValue) -> Bool {
+        switch (lhs, rhs) {
+        case (.none, .none): return true
+        case (.bool(let a), .bool(let b)): return a == b
+        case (.int(let a), .int(let b)): return a == b
+        case (.float(let a), .float(let b)): return a == b || (a.isNaN && b.isNaN)
+        case (.string(let a), .string(let b)): return a == b
+        case (.bytes(let a), .bytes(let b)): return a == b
+        case (.list(let a), .list(let b)): return a == b
+        case (.tuple(let a), .tuple(let b)): return a == b
+        case (.dict(let a), .dict(let b)):
+            return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        case (.pickled(let a), .pickled(let b)): return a == b
+        default: return false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .none: hasher.combine(0)
+        case .bool(let v): hasher.combine(1); hasher.combine(v)
+        case .int(let v): hasher.combine(2); hasher.combine(v)
+        case .float(let v): hasher.combine(3); hasher.combine(v.isNaN ? .nan : v)
+        case .string(let v): hasher.combine(4); hasher.combine(v)
+        case .bytes(let v): hasher.combine(5); hasher.combine(v)
+        case .list(let v): hasher.combine(6); hasher.combine(v)
+        case .tuple(let v): hasher.combine(7); hasher.combine(v)
+        case .dict(let v):
+            hasher.combine(8)
+            for (key, value) in v {
+                hasher.combine(key)
+                hasher.combine(value)
+            }
+        case .pickled(let v): hasher.combine(9); hasher.combine(v)
+        }
+    }
+}
+
+extension PythonValue {
+    /// The value of an `int` that fits in `Int`, else nil.
+    public var intValue: Int? {
+        if case .int(let v) = self { return Int(exactly: v) }
+        return nil
+    }
+
+    public var doubleValue: Double? {
+        switch self {
+        case .float(let v): return v
+        case .int(let v): return Double(v)
+        default: return nil
+        }
+    }
+
+    public var stringValue: String? {
+        if case .string(let v) = self { return v }
+        return nil
+    }
+
+    public var boolValue: Bool? {
+        if case .bool(let v) = self { return v }
+        return nil
+    }
+
+    /// The items of a `list` or `tuple`, else nil.
+    public var arrayValue: [PythonValue]? {
+        switch self {
+        case .list(let v), .tuple(let v): return v
+        default: return nil
+        }
+    }
+
+    /// Looks a key up in a `dict` (linear in its size), else nil.
+    public subscript(key: PythonValue) -> PythonValue? {
+        guard case .dict(let items) = self else { return nil }
+        return items.first { $0.key == key }?.value
+    }
+
+    /// Builds a `dict` from string keys, in the order given.
+    public static func dict(_ items: KeyValuePairs<String, PythonValue>) -> PythonValue {
+        .dict(items.map { (key: .string($0.key), value: $0.value) })
+    }
+}
+
+extension PythonValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, ExpressibleByIntegerLiteral,
+    ExpressibleByFloatLiteral, ExpressibleByStringLiteral, ExpressibleByArrayLiteral,
+    ExpressibleByDictionaryLiteral
+{
+    public init(nilLiteral: ()) { self = .none }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(integerLiteral value: Int) { self = .int(BigInt(value)) }
+    public init(floatLiteral value: Double) { self = .float(value) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(arrayLiteral elements: PythonValue...) { self = .list(elements) }
+    public init(dictionaryLiteral elements: (PythonValue, PythonValue)...) {
+        self = .dict(elements.map { (key: $0.0, value: $0.1) })
+    }
+}
+
+extension PythonValue: CustomStringConvertible {
+    /// Roughly what Python's `repr` prints.
+    public var description: String {
+        switch self {
+        case .none: return "None"
+        case .bool(let v): return v ? "True" : "False"
+        case .int(let v): return v.description
+        case .float(let v):
+            if v.isNaN { return "nan" }
+            if v.isInfinite { return v < 0 ? "-inf" : "inf" }
+            return v == v.rounded() && abs(v) < 1e16 ? String(format: "%.1f", v) : "\(v)"
+        case .string(let v): return "'\(v)'"
+        case .bytes(let v):
+            return "b'" + v.map { (32..<127).contains($0) && $0 != 39 && $0 != 92
+                ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined() + "'"
+        case .list(let v): return "[" + v.map(\.description).joined(separator: ", ") + "]"
+        case .tuple(let v):
+            return v.count == 1 ? "(\(v[0]),)" : "(" + v.map(\.description).joined(separator: ", ") + ")"
+        case .dict(let v): return "{" + v.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
+        case .pickled(let v): return "<pickled, \(v.count) bytes>"
+        }
+    }
+}
