@@ -17,7 +17,11 @@ def _describe(exc):
     except Exception:
         message = "<unprintable exception>"
     try:
-        formatted = "".join(traceback.format_exception(exc))
+        summary = traceback.TracebackException.from_exception(exc)
+        # Frames of this bootstrap are the host's plumbing, not the user's code.
+        summary.stack = traceback.StackSummary.from_list(
+            [frame for frame in summary.stack if frame.filename != "<subinterp bootstrap>"])
+        formatted = "".join(summary.format())
     except Exception:
         formatted = ""
     refused = None
@@ -175,7 +179,41 @@ def _drain_output():
             except Exception:
                 pass
 
+def _run_path(path):
+    """Runs a script as __main__ the way `python path` does; returns its exit status.
+    SystemExit gives its code; other exceptions propagate to the host with their traceback."""
+    import os
+    main = sys.modules["__main__"]
+    with open(path, "rb") as file:
+        source = file.read()
+    code = compile(source, path, "exec")
+    main.__dict__["__file__"] = os.path.abspath(path)
+    try:
+        exec(code, main.__dict__)
+    except SystemExit as exit:
+        if exit.code is None:
+            return 0
+        if isinstance(exit.code, int):
+            return exit.code
+        print(exit.code, file=sys.stderr)
+        return 1
+    return 0
+
+def _before_end():
+    """Runs just before the interpreter ends: flush held output, and retire the record
+    `threading` keeps for the host thread while the module can still do it cleanly."""
+    _drain_output()
+    threading = sys.modules.get("threading")
+    info = getattr(threading, "_thread_local_info", None)
+    if info is not None:
+        try:
+            del info._track_dummy_thread_ref
+        except AttributeError:
+            pass
+
 subinterp._describe = _describe
+subinterp._before_end = _before_end
+subinterp._run_path = _run_path
 subinterp._resolve = _resolve
 subinterp._pickle_dumps = _pickle_dumps
 subinterp._pickle_loads = _pickle_loads

@@ -59,9 +59,9 @@ public final class PythonContext {
     func tearDown() {
         assertOnThread()
         if let helpers {
-            if let drain = cpy_PyObject_GetAttrString(helpers.module, "_drain_output") {
-                cpy_xdecref(callRaw(drain, []))
-                cpy_decref(drain)
+            if let beforeEnd = cpy_PyObject_GetAttrString(helpers.module, "_before_end") {
+                cpy_xdecref(callRaw(beforeEnd, []))
+                cpy_decref(beforeEnd)
             }
             cpy_PyErr_Clear()
             for object in [helpers.describe, helpers.resolve, helpers.pickleDumps, helpers.pickleLoads, helpers.module] {

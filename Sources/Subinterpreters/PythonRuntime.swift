@@ -102,7 +102,10 @@ public final class PythonRuntime: Sendable {
             state.finalized = true
             return true
         }
-        if go { finalizer.finalize() }
+        // CPython 3.12.1 can abort in Py_FinalizeEx after isolated interpreters imported
+        // asyncio (free(): invalid pointer); there the process exits without finalizing, which
+        // is safe because every sub-interpreter has already ended and run its exit handlers.
+        if go && installation.minor >= 13 { finalizer.finalize() }
         return go
     }
 }

@@ -60,6 +60,13 @@ public enum PythonValue: Sendable, Hashable {
 }
 
 extension PythonValue {
+    /// An `int`.
+    public init(_ value: some BinaryInteger) { self = .int(BigInt(value)) }
+    /// A `float`.
+    public init(_ value: Double) { self = .float(value) }
+    /// A `str`.
+    public init(_ value: String) { self = .string(value) }
+
     /// The value of an `int` that fits in `Int`, else nil.
     public var intValue: Int? {
         if case .int(let v) = self { return Int(exactly: v) }

@@ -1,0 +1,62 @@
+/// Whether modules can be imported in an isolated sub-interpreter: what `subinterp check` reports.
+public enum ModuleCheck {
+    public enum Outcome: Sendable, Equatable {
+        /// The module imported.
+        case ok
+        /// An extension module refused to load in a sub-interpreter.
+        case incompatible(extensionModule: String, message: String)
+        /// The import raised something else.
+        case error(PythonException)
+    }
+
+    public struct Result: Sendable, Equatable {
+        public var module: String
+        public var outcome: Outcome
+    }
+
+    /// Imports each module in a fresh isolated interpreter, at most `parallelism` at a time.
+    /// Results come back in the order of `modules`.
+    public static func run(_ modules: [String], runtime: PythonRuntime, parallelism: Int = SystemInfo.cpuCount) async throws -> [Result] {
+        var results = [Result?](repeating: nil, count: modules.count)
+        try await withThrowingTaskGroup(of: (Int, Result).self) { group in
+            var next = 0
+            func startNext() {
+                guard next < modules.count else { return }
+                let index = next
+                next += 1
+                group.addTask { (index, try await check(modules[index], runtime: runtime)) }
+            }
+            for _ in 0..<max(1, parallelism) { startNext() }
+            while let (index, result) = try await group.next() {
+                results[index] = result
+                startNext()
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// Imports one module in a fresh isolated interpreter.
+    public static func check(_ module: String, runtime: PythonRuntime) async throws -> Result {
+        let interpreter = try await Interpreter(runtime: runtime)
+        let imported: Swift.Result<Void, any Error>
+        do {
+            imported = .success(try await interpreter.withPython { _ = try $0.import(module) })
+        } catch {
+            imported = .failure(error)
+        }
+        await interpreter.close()
+        do {
+            try imported.get()
+            return Result(module: module, outcome: .ok)
+        } catch let error as SubinterpreterError {
+            if error.code == .incompatibleExtensionModule, let name = error.moduleName {
+                let message = error.pythonException?.message ?? error.message
+                return Result(module: module, outcome: .incompatible(extensionModule: name, message: message))
+            }
+            if let exception = error.pythonException {
+                return Result(module: module, outcome: .error(exception))
+            }
+            throw error
+        }
+    }
+}
