@@ -6,6 +6,12 @@ enum Bootstrap {
 import sys
 import subinterp
 
+if sys.version_info[:2] == (3, 13):
+    # CPython 3.13's C datetime module shares objects between isolated interpreters, and ending
+    # two interpreters that imported it can crash the process (python/cpython#136423, #119450).
+    # Blocking it makes `datetime` use its pure-Python twin, as 3.12 does by refusing it.
+    sys.modules.setdefault("_datetime", None)
+
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
