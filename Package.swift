@@ -45,7 +45,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SubinterpretersTests",
-            dependencies: ["Subinterpreters", "subinterp"],
+            dependencies: ["Subinterpreters", "subinterp", .product(name: "BigInt", package: "BigInt")],
             swiftSettings: strictSettings
         ),
     ]

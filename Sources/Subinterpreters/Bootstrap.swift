@@ -6,11 +6,24 @@ enum Bootstrap {
 import sys
 import subinterp
 
-if sys.version_info[:2] == (3, 13):
-    # CPython 3.13's C datetime module shares objects between isolated interpreters, and ending
-    # two interpreters that imported it can crash the process (python/cpython#136423, #119450).
-    # Blocking it makes `datetime` use its pure-Python twin, as 3.12 does by refusing it.
-    sys.modules.setdefault("_datetime", None)
+# Extension modules whose initialization is unsafe in an isolated interpreter even though
+# CPython runs it: 3.12 runs the init of these single-phase modules before refusing them, and
+# the init corrupts state shared with other interpreters; 3.13's _datetime shares objects
+# between interpreters, and ending two that imported it crashes the process
+# (python/cpython#136423, #119450). They are refused up front with CPython's own message;
+# datetime, decimal and xml.etree then use their pure-Python implementations.
+_UNSAFE_EXTENSIONS = (
+    frozenset({"_datetime"}) if sys.version_info >= (3, 13)
+    else frozenset({"_datetime", "_decimal", "_ctypes", "pyexpat", "_elementtree"}))
+
+class _RefuseUnsafeExtensions:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in _UNSAFE_EXTENSIONS:
+            raise ImportError(f"module {name} does not support loading in subinterpreters", name=name)
+        return None
+
+sys.meta_path.insert(0, _RefuseUnsafeExtensions)
 
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
