@@ -230,6 +230,12 @@ def _before_end():
         except AttributeError:
             pass
 
+class CancelledError(BaseException):
+    """Raised inside Python when the host cancels the running call or its deadline passes.
+    A BaseException, like KeyboardInterrupt, so `except Exception` does not swallow it."""
+    __module__ = "subinterp"
+
+subinterp.CancelledError = CancelledError
 subinterp._describe = _describe
 subinterp._before_end = _before_end
 subinterp._run_path = _run_path

@@ -1,5 +1,6 @@
 import CPython
 import Foundation
+import Synchronization
 
 /// How a new interpreter is set up before it runs any user code.
 public struct InterpreterOptions: Sendable {
@@ -15,23 +16,36 @@ public struct InterpreterOptions: Sendable {
     public var path: [String] = []
     /// `sys.argv`, if set.
     public var argv: [String]?
+    /// Python statements run in `__main__` once the interpreter is set up, before any other work
+    /// (imports, configuration). If they raise, creating the interpreter fails with their traceback.
+    public var setup: String?
 
     public init(
         workerIndex: Int = 0, workerCount: Int = 1, lineAtomicOutput: Bool = true, path: [String] = [],
-        argv: [String]? = nil
+        argv: [String]? = nil, setup: String? = nil
     ) {
         self.workerIndex = workerIndex
         self.workerCount = workerCount
         self.lineAtomicOutput = lineAtomicOutput
         self.path = path
         self.argv = argv
+        self.setup = setup
     }
 }
 
+/// Supplies work to interpreter threads whose own queue is empty: the pool's shared queue.
+protocol WorkFeeder: AnyObject, Sendable {
+    /// Called on `worker`'s thread. Returns the next work, or nil after recording the worker as
+    /// idle (it then waits on its own queue, where the feeder puts work for it).
+    func nextWork(for worker: InterpreterThread) -> InterpreterThread.Work?
+}
+
 /// The OS thread that owns one sub-interpreter. The interpreter is created, used and ended on
-/// this thread only; other threads hand it work through a queue.
+/// this thread only; other threads hand it work through a queue. The one exception is
+/// `interrupt`, which attaches a short-lived thread state of its own (see there).
 final class InterpreterThread: @unchecked Sendable {
-    // Safe: every mutable field is guarded by `condition`.
+    // Safe: the queue fields are guarded by `condition`; `ending` by `interruptLock`; the
+    // interpreter facts are written once on the thread before `ready` and only read after it.
     typealias Work = @Sendable (PythonContext) -> Void
 
     private enum Job {
@@ -43,27 +57,53 @@ final class InterpreterThread: @unchecked Sendable {
     private var jobs: [Job] = []
     private var next = 0
     private var accepting = true
+    private var feeder: (any WorkFeeder)?
+
     /// The interpreter's id (`PyInterpreterState_GetID`), set once it exists.
     private(set) var interpreterID: Int64 = -1
+    /// Facts `interrupt` needs, set on the thread before it reports ready.
+    private var interpreterState: OpaquePointer?
+    private var threadIdent: UInt = 0
+    private var cancelledType: OpaquePointer?
+    private let interruptLock = NSLock()
+    private var ending = false
+    /// The job running now (0 when none); set by the pool's work around each job.
+    let currentJob = Atomic<UInt64>(0)
+
+    private init(feeder: (any WorkFeeder)?) {
+        self.feeder = feeder
+    }
 
     /// Starts the thread and creates the interpreter on it; returns once it is ready to run code.
-    static func start(runtime: PythonRuntime, options: InterpreterOptions) async throws -> InterpreterThread {
-        try runtime.interpreterStarted()
-        let owner = InterpreterThread()
-        do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let thread = Thread {
-                    owner.main(runtime: runtime, options: options) { continuation.resume(with: $0) }
-                }
-                thread.name = "python-interpreter"
-                thread.stackSize = 16 << 20
-                thread.start()
-            }
-        } catch {
-            runtime.interpreterEnded()
-            throw error
+    static func start(runtime: PythonRuntime, options: InterpreterOptions, feeder: (any WorkFeeder)? = nil) async throws
+        -> InterpreterThread
+    {
+        try await withCheckedThrowingContinuation { continuation in
+            launch(runtime: runtime, options: options, feeder: feeder) { continuation.resume(with: $0) }
         }
-        return owner
+    }
+
+    /// Starts the thread; `ready` gets the thread once its interpreter can run code, or the error.
+    static func launch(
+        runtime: PythonRuntime, options: InterpreterOptions, feeder: (any WorkFeeder)?,
+        ready: @escaping @Sendable (Result<InterpreterThread, any Error>) -> Void
+    ) {
+        do {
+            try runtime.interpreterStarted()
+        } catch {
+            ready(.failure(error))
+            return
+        }
+        let owner = InterpreterThread(feeder: feeder)
+        let thread = Thread {
+            owner.main(runtime: runtime, options: options) { result in
+                if case .failure = result { runtime.interpreterEnded() }
+                ready(result.map { owner })
+            }
+        }
+        thread.name = "python-interpreter"
+        thread.stackSize = 16 << 20
+        thread.start()
     }
 
     /// Queues work; false if the interpreter is closed or closing.
@@ -83,9 +123,39 @@ final class InterpreterThread: @unchecked Sendable {
         defer { condition.unlock() }
         guard accepting else { return false }
         accepting = false
+        feeder = nil
         jobs.append(.end(done))
         condition.signal()
         return true
+    }
+
+    /// Raises `subinterp.CancelledError` in the Python code running `job` on this interpreter,
+    /// if it still is. Called from another thread (the pool's controller), which attaches a
+    /// thread state of its own to this interpreter, waiting for its GIL (at most about one
+    /// switch interval of running Python), sets the asynchronous exception for the interpreter's
+    /// thread, and deletes its thread state again. The corresponding C API is
+    /// `PyThreadState_SetAsyncExc`, which only reaches threads of the current interpreter.
+    /// Returns whether the exception was set.
+    func interrupt(job: UInt64) -> Bool {
+        interruptLock.lock()
+        defer { interruptLock.unlock() }
+        guard !ending, currentJob.load(ordering: .acquiring) == job, let state = interpreterState,
+            let type = cancelledType, let controller = cpy_PyThreadState_New(state)
+        else { return false }
+        cpy_PyEval_RestoreThread(controller)
+        var sent = false
+        if currentJob.load(ordering: .acquiring) == job {
+            sent = cpy_PyThreadState_SetAsyncExc(threadIdent, type) == 1
+        }
+        cpy_PyThreadState_Clear(controller)
+        cpy_PyThreadState_DeleteCurrent()
+        return sent
+    }
+
+    /// Drops an asynchronous exception that arrived too late for the job it was meant for.
+    /// Call on this thread, between jobs.
+    func clearPendingInterrupt() {
+        _ = cpy_PyThreadState_SetAsyncExc(threadIdent, nil)
     }
 
     private func take(wait: Bool) -> Job? {
@@ -104,6 +174,12 @@ final class InterpreterThread: @unchecked Sendable {
         return job
     }
 
+    private var currentFeeder: (any WorkFeeder)? {
+        condition.lock()
+        defer { condition.unlock() }
+        return feeder
+    }
+
     private func main(runtime: PythonRuntime, options: InterpreterOptions, ready: @Sendable (Result<Void, any Error>) -> Void) {
         let context = PythonContext(thread: pthread_self())
         let state: OpaquePointer
@@ -114,14 +190,17 @@ final class InterpreterThread: @unchecked Sendable {
         case .success(let created):
             state = created
         }
-        interpreterID = cpy_PyInterpreterState_GetID(cpy_PyInterpreterState_Get())
+        interpreterState = cpy_PyInterpreterState_Get()
+        interpreterID = cpy_PyInterpreterState_GetID(interpreterState)
+        threadIdent = cpy_PyThread_get_thread_ident()
         do {
             try context.bootstrap()
+            cancelledType = context.cancelledType
             try Self.configure(context, options)
         } catch {
             context.tearDown()
             cpy_Py_EndInterpreter(state)
-            ready(.failure(error))  // `start` counts the interpreter as ended
+            ready(.failure(error))  // `launch` counts the interpreter as ended
             return
         }
         ready(.success(()))
@@ -130,6 +209,9 @@ final class InterpreterThread: @unchecked Sendable {
         // Python code started can run.
         while true {
             var job = take(wait: false)
+            if job == nil, let feeder = currentFeeder, let work = feeder.nextWork(for: self) {
+                job = .work(work)
+            }
             if job == nil {
                 let saved = cpy_PyEval_SaveThread()
                 job = take(wait: true)
@@ -139,6 +221,13 @@ final class InterpreterThread: @unchecked Sendable {
             case .work(let work):
                 work(context)
             case .end(let done):
+                // No controller may attach once the interpreter starts ending; wait for one
+                // that is attaching now, without holding the GIL it waits for.
+                let saved = cpy_PyEval_SaveThread()
+                interruptLock.lock()
+                ending = true
+                interruptLock.unlock()
+                cpy_PyEval_RestoreThread(saved)
                 context.tearDown()
                 cpy_Py_EndInterpreter(state)
                 runtime.interpreterEnded()
@@ -189,5 +278,6 @@ final class InterpreterThread: @unchecked Sendable {
         code += "del _sys, _subinterp\n"
         try context.setMain(setup)
         try context.exec(code, filename: "<subinterp setup>")
+        if let user = options.setup { try context.exec(user, filename: "<setup>") }
     }
 }

@@ -18,6 +18,7 @@ public final class PythonContext {
         let resolve: OpaquePointer
         let pickleDumps: OpaquePointer
         let pickleLoads: OpaquePointer
+        let cancelledType: OpaquePointer
         let mainDict: OpaquePointer  // borrowed from __main__, which lives as long as the interpreter
     }
 
@@ -52,7 +53,8 @@ public final class PythonContext {
         func attribute(_ name: String) throws -> OpaquePointer { try own(cpy_PyObject_GetAttrString(module, name)) }
         helpers = Helpers(
             module: module, describe: try attribute("_describe"), resolve: try attribute("_resolve"),
-            pickleDumps: try attribute("_pickle_dumps"), pickleLoads: try attribute("_pickle_loads"), mainDict: mainDict)
+            pickleDumps: try attribute("_pickle_dumps"), pickleLoads: try attribute("_pickle_loads"),
+            cancelledType: try attribute("CancelledError"), mainDict: mainDict)
     }
 
     /// Drains line-buffered output and drops cached objects; the interpreter is about to end.
@@ -64,13 +66,16 @@ public final class PythonContext {
                 cpy_decref(beforeEnd)
             }
             cpy_PyErr_Clear()
-            for object in [helpers.describe, helpers.resolve, helpers.pickleDumps, helpers.pickleLoads, helpers.module] {
+            for object in [helpers.describe, helpers.resolve, helpers.pickleDumps, helpers.pickleLoads, helpers.cancelledType, helpers.module] {
                 cpy_decref(object)
             }
         }
         helpers = nil
         isAlive = false
     }
+
+    /// `subinterp.CancelledError` of this interpreter (borrowed; alive until `tearDown`).
+    var cancelledType: OpaquePointer? { helpers?.cancelledType }
 
     private var h: Helpers {
         guard let helpers else { preconditionFailure("interpreter used before its bootstrap") }
