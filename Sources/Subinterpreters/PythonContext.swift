@@ -19,7 +19,7 @@ public final class PythonContext {
         let pickleDumps: OpaquePointer
         let pickleLoads: OpaquePointer
         let cancelledType: OpaquePointer
-        let mainDict: OpaquePointer  // borrowed from __main__, which lives as long as the interpreter
+        let mainDict: OpaquePointer
     }
 
     init(thread: pthread_t) {
@@ -35,6 +35,7 @@ public final class PythonContext {
         assertOnThread()
         guard let main = cpy_PyImport_AddModule("__main__") else { throw takeError() }  // borrowed
         let mainDict = cpy_PyModule_GetDict(main)!
+        cpy_incref(mainDict)  // held even if user code removes __main__ from sys.modules
         let code = try compile(Bootstrap.source, filename: "<subinterp bootstrap>", mode: .file)
         let globals = try own(cpy_PyDict_New())
         defer { cpy_decref(globals) }
@@ -66,12 +67,22 @@ public final class PythonContext {
                 cpy_decref(beforeEnd)
             }
             cpy_PyErr_Clear()
-            for object in [helpers.describe, helpers.resolve, helpers.pickleDumps, helpers.pickleLoads, helpers.cancelledType, helpers.module] {
+            for object in [helpers.describe, helpers.resolve, helpers.pickleDumps, helpers.pickleLoads, helpers.cancelledType, helpers.module, helpers.mainDict] {
                 cpy_decref(object)
             }
         }
         helpers = nil
         isAlive = false
+    }
+
+    /// Whether the interpreter can still run code: its helpers exist and a trivial evaluation works.
+    func isHealthy() -> Bool {
+        guard helpers != nil, cpy_PyErr_Occurred() == nil else { return false }
+        guard let value = try? eval("1 + 1").value else {
+            cpy_PyErr_Clear()
+            return false
+        }
+        return value == 2
     }
 
     /// `subinterp.CancelledError` of this interpreter (borrowed; alive until `tearDown`).

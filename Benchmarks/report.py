@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Side-by-side report of benchmark row files.
+
+    report.py [--md PATH] [--svg PATH] ROWS.json [ROWS.json ...]
+
+Each file holds a JSON list of rows
+    {"suite", "workload", "runner", "value", "unit", "speedup", "note"[, "error"]}
+as written by Benchmarks/peers/pool_peers.py (the Python peers) and by the
+Swift benchmark (runner "subinterp InterpreterPool"). Prints one markdown
+table per workload, with a column comparing each runner to the
+"subinterp InterpreterPool" row when there is one, and writes the same
+markdown to --md and a horizontal bar chart to --svg (plain SVG, no
+plotting library). Works with the Swift rows missing.
+"""
+
+import argparse
+import datetime
+import html
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASELINE = "subinterp InterpreterPool"
+
+# Known workloads: title, what is measured, and whether lower values are better.
+WORKLOADS = {
+    "fib24x64": ("64 × fib(24)", "wall time for 64 calls of pure-Python fib(24)", True),
+    "map-trivial": ("map over trivial calls",
+                    "time per call of noop(x) through map (chunked where the executor supports it)", True),
+    "call-trivial": ("trivial call round trip",
+                     "time per submit(noop, i).result(), one call at a time", True),
+    "start-to-first": ("pool start to first result",
+                       "constructing a fresh pool until the first submit(noop, 1).result() returns", True),
+    "rss-per-worker": ("memory per worker",
+                       "RSS added per worker once every worker has started (process and children)", True),
+}
+RUNNER_ORDER = [
+    BASELINE,
+    "serial",
+    "ThreadPoolExecutor",
+    "ProcessPoolExecutor (fork)",
+    "ProcessPoolExecutor (forkserver)",
+    "InterpreterPoolExecutor (backport)",
+]
+
+
+def warn(msg):
+    print(f"report: warning: {msg}", file=sys.stderr)
+
+
+def load_rows(paths):
+    """Rows from all files; a later file's row replaces an earlier one for the same key."""
+    by_key = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            warn(f"skipping {path}: {e}")
+            continue
+        if isinstance(data, dict) and isinstance(data.get("rows"), list):
+            data = data["rows"]
+        if not isinstance(data, list):
+            warn(f"skipping {path}: expected a JSON list of rows")
+            continue
+        for r in data:
+            if not isinstance(r, dict) or "workload" not in r or "runner" not in r:
+                warn(f"{path}: skipping a malformed row: {r!r}")
+                continue
+            key = (r.get("suite", ""), r["workload"], r["runner"])
+            if key in by_key:
+                warn(f"{path}: {r['workload']} / {r['runner']} appears twice; using the later row")
+            by_key[key] = r
+    return list(by_key.values())
+
+
+def shown_path(p):
+    rel = os.path.relpath(p)
+    return os.path.abspath(p) if rel.startswith("..") else rel
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def ok(r):
+    return not r.get("error") and is_number(r.get("value"))
+
+
+def fmt(v):
+    """A value to about 3 significant digits, never in exponent form."""
+    if not is_number(v):
+        return "–"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.01:
+        return f"{v:.3f}"
+    if a == 0:
+        return "0"
+    return f"{v:.2g}" if a >= 1e-4 else f"{v:.1e}"
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}×" if x < 10 else f"{x:.1f}×" if x < 100 else f"{x:,.0f}×"
+
+
+def unit_label(u):
+    return {"us/call": "µs/call"}.get(u, u)
+
+
+def group(rows):
+    """{(suite, workload): [rows in runner order]} in a stable workload order."""
+    known = list(WORKLOADS)
+    groups = {}
+    for r in rows:
+        groups.setdefault((r.get("suite", ""), r["workload"]), []).append(r)
+
+    def wkey(k):
+        suite, w = k
+        return (suite, known.index(w) if w in known else len(known), w)
+
+    def rkey(r):
+        n = r["runner"]
+        return (RUNNER_ORDER.index(n) if n in RUNNER_ORDER else len(RUNNER_ORDER), n)
+
+    return {k: sorted(groups[k], key=rkey) for k in sorted(groups, key=wkey)}
+
+
+def meta(workload):
+    title, what, lower = WORKLOADS.get(workload, (workload, "", True))
+    return title, what, lower
+
+
+# --------------------------------------------------------------------------- markdown
+
+def markdown(groups, sources):
+    out = ["# Pool benchmarks", ""]
+    out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
+               + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
+    have_base = any(r["runner"] == BASELINE for rs in groups.values() for r in rs)
+    if have_base:
+        out.append(f"Column *vs subinterp* is the runner's value divided by `{BASELINE}`'s: "
+                   "above 1× means subinterp is better on a lower-is-better workload.")
+    else:
+        out.append(f"No `{BASELINE}` rows were given (the Swift benchmark did not run), "
+                   "so there is no comparison column.")
+    out.append("")
+    for (suite, workload), rs in groups.items():
+        title, what, lower = meta(workload)
+        unit = unit_label(next((r.get("unit") for r in rs if r.get("unit")), ""))
+        out.append(f"## {workload}: {title} ({'lower' if lower else 'higher'} is better)")
+        out.append("")
+        if what:
+            out.append(what + ".")
+            out.append("")
+        base = next((r for r in rs if r["runner"] == BASELINE and ok(r)), None)
+        show_speedup = any(is_number(r.get("speedup")) for r in rs)
+        head = ["runner", unit or "value"]
+        if show_speedup:
+            head.append("speedup vs serial")
+        if base:
+            head.append("vs subinterp")
+        head.append("note")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|")
+        for r in rs:
+            name = f"**{r['runner']}**" if r["runner"] == BASELINE else r["runner"]
+            if ok(r):
+                cells = [name, fmt(r["value"])]
+            else:
+                cells = [name, "failed"]
+            if show_speedup:
+                sp = r.get("speedup")
+                cells.append(fmt_ratio(sp) if is_number(sp) and ok(r) else "")
+            if base:
+                if ok(r) and base["value"]:
+                    cells.append(fmt_ratio(r["value"] / base["value"]))
+                else:
+                    cells.append("")
+            note = r.get("error") and f"error: {r['error']}" or r.get("note") or ""
+            cells.append(note.replace("|", "\\|").replace("\n", " "))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- SVG
+
+def esc(s):
+    return html.escape(str(s), quote=True)
+
+
+def svg_chart(groups):
+    W = 980
+    label_w = 270          # runner names, right-aligned
+    bar_x = label_w + 12
+    bar_max = 430          # longest bar
+    row_h = 24
+    bar_h = 16
+    top = 76
+    parts = []
+    y = top
+    colors = {BASELINE: "#d95f02", "serial": "#9e9e9e"}
+    peer_color = "#3b75af"
+    for (suite, workload), rs in groups.items():
+        title, what, lower = meta(workload)
+        unit = unit_label(next((r.get("unit") for r in rs if r.get("unit")), ""))
+        better = "lower is better" if lower else "higher is better"
+        parts.append(f'<text x="16" y="{y}" class="h">{esc(workload)}: {esc(title)}</text>')
+        parts.append(f'<text x="{W - 16}" y="{y}" class="b" text-anchor="end">'
+                     f'{esc(unit)} · {better} ({"shorter" if lower else "longer"} bar wins)</text>')
+        y += 8
+        vmax = max((r["value"] for r in rs if ok(r)), default=0) or 1
+        base = next((r for r in rs if r["runner"] == BASELINE and ok(r)), None)
+        for r in rs:
+            y += row_h
+            cy = y - bar_h / 2 - 4  # vertical centre of the bar
+            weight = ' font-weight="bold"' if r["runner"] == BASELINE else ""
+            parts.append(f'<text x="{label_w}" y="{y - 8}" class="l" text-anchor="end"{weight}>'
+                         f'{esc(r["runner"])}</text>')
+            if not ok(r):
+                msg = str(r.get("error") or "no value")
+                msg = msg if len(msg) <= 70 else msg[:67] + "…"
+                parts.append(f'<text x="{bar_x}" y="{y - 8}" class="err">failed: {esc(msg)}</text>')
+                continue
+            v = r["value"]
+            w = max(2.0, bar_max * v / vmax) if v > 0 else 0
+            color = colors.get(r["runner"], peer_color)
+            parts.append(f'<rect x="{bar_x}" y="{cy - bar_h / 2:.1f}" width="{w:.1f}" '
+                         f'height="{bar_h}" fill="{color}" rx="2"/>')
+            label = f"{fmt(v)} {unit}"
+            extras = []
+            if is_number(r.get("speedup")):
+                extras.append(f"{fmt_ratio(r['speedup'])} serial")
+            if base and r is not base and base["value"]:
+                extras.append(f"{fmt_ratio(v / base['value'])} subinterp")
+            if extras:
+                label += "  (" + ", ".join(extras) + ")"
+            parts.append(f'<text x="{bar_x + w + 6:.1f}" y="{y - 8}" class="v">{esc(label)}</text>')
+        y += 40
+    H = y - 10
+    legend_y = 40
+    legend = [
+        (BASELINE + " (Swift)", colors[BASELINE]),
+        ("Python peers", peer_color),
+        ("serial loop", colors["serial"]),
+    ]
+    lx = 16
+    leg = []
+    for name, color in legend:
+        leg.append(f'<rect x="{lx}" y="{legend_y - 11}" width="12" height="12" fill="{color}" rx="2"/>')
+        leg.append(f'<text x="{lx + 18}" y="{legend_y}" class="b">{esc(name)}</text>')
+        lx += 18 + 7.2 * len(name) + 24
+    return "\n".join([
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">',
+        "<style>"
+        ".t{font-size:18px;font-weight:bold;fill:#222}"
+        ".h{font-size:15px;font-weight:bold;fill:#222}"
+        ".b{font-size:12px;fill:#555}"
+        ".l{font-size:13px;fill:#222}"
+        ".v{font-size:12px;fill:#222}"
+        ".err{font-size:12px;fill:#c62828}"
+        "</style>",
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+        '<text x="16" y="22" class="t">Pool benchmarks: subinterp InterpreterPool vs Python\'s executors</text>',
+        *leg,
+        *parts,
+        "</svg>",
+        "",
+    ])
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Side-by-side report of benchmark row files.")
+    ap.add_argument("files", nargs="+", help="JSON row files (Benchmarks/results/*.json)")
+    ap.add_argument("--md", default=os.path.join(HERE, "results", "pool.md"),
+                    help="markdown output (default: Benchmarks/results/pool.md)")
+    ap.add_argument("--svg", default=os.path.join(HERE, "results", "pool.svg"),
+                    help="SVG chart output (default: Benchmarks/results/pool.svg)")
+    opts = ap.parse_args(argv)
+
+    rows = load_rows(opts.files)
+    if not rows:
+        print("report: no rows in " + ", ".join(opts.files), file=sys.stderr)
+        return 1
+    groups = group(rows)
+    md = markdown(groups, opts.files)
+    print(md)
+    for path, text in ((opts.md, md + "\n"), (opts.svg, svg_chart(groups))):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        print(f"report: wrote {shown_path(path)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
