@@ -246,8 +246,9 @@ def svg_chart(groups):
         y += 40
     H = y - 10
     legend_y = 40
+    have_base = any(r["runner"] == BASELINE for rs in groups.values() for r in rs)
     legend = [
-        (BASELINE + " (Swift)", colors[BASELINE]),
+        (BASELINE + (" (Swift)" if have_base else " (Swift: not run)"), colors[BASELINE]),
         ("Python peers", peer_color),
         ("serial loop", colors["serial"]),
     ]

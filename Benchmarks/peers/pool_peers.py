@@ -31,6 +31,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -361,8 +362,12 @@ def bench_rss(runner, workers, opts):
 
 # --------------------------------------------------------------------------- one runner
 
-def run_runner(runner, opts):
-    """All timed workloads for one runner, in this (fresh) process. Returns rows."""
+def run_runner(runner, opts, save=lambda rows: None):
+    """All timed workloads for one runner, in this (fresh) process. Returns rows.
+
+    `save(rows)` is called after every row, so a parent that has to kill this
+    process still gets the rows finished so far.
+    """
     workers = opts.workers
     wanted = [w for w in opts.workloads if w != "rss-per-worker"]
     rows = []
@@ -375,6 +380,7 @@ def run_runner(runner, opts):
             log(f"WARNING {workload} / {runner} failed: {msg}")
             r = row(workload, runner, None, error=msg)
         rows.append(r)
+        save(rows)
         if "error" not in r:
             log(f"{workload:<15} {runner:<34} {r['value']:10.4g} {r['unit']}")
         return r
@@ -398,6 +404,7 @@ def run_runner(runner, opts):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
             rows.extend(row(w, runner, None, error=msg) for w in timed)
+            save(rows)
             return rows
     try:
         bench = {"fib24x64": bench_fib, "map-trivial": bench_map, "call-trivial": bench_call}
@@ -423,12 +430,18 @@ def run_runner_in_child(runner, opts):
                "--map-calls", str(opts.map_calls), "--call-calls", str(opts.call_calls),
                "--start-reps", str(opts.start_reps), "--workloads", ",".join(timed)]
         err = None
+        # Its own session, so that on a time-out its pool's worker processes go with it.
+        p = subprocess.Popen(cmd, start_new_session=True)
         try:
-            p = subprocess.run(cmd, timeout=opts.child_timeout)
-            if p.returncode != 0:
+            if p.wait(timeout=opts.child_timeout) != 0:
                 err = f"runner process exited with status {p.returncode}"
         except subprocess.TimeoutExpired:
-            err = f"runner process timed out after {opts.child_timeout} s"
+            err = f"runner process timed out after {opts.child_timeout:g} s"
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
         try:
             with open(out_path) as f:
                 rows = json.load(f)
@@ -476,7 +489,7 @@ def parse_args(argv):
     ap.add_argument("--json", metavar="PATH", help="write the rows to PATH (JSON list)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="max_workers for every pool (default: os.cpu_count())")
-    ap.add_argument("--repeat", type=int, default=3, help="repetitions per measurement (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="repetitions per measurement (median)")
     ap.add_argument("--budget", type=float, default=25.0,
                     help="seconds one measurement may take before it stops repeating")
     ap.add_argument("--map-calls", type=int, default=100_000,
@@ -518,9 +531,12 @@ def main(argv=None):
         print(json.dumps(rss_probe(opts.rss_probe, opts.workers)))
         return 0
     if opts.child:
-        rows = run_runner(opts.child, opts)
-        with open(opts.child_out, "w") as f:
-            json.dump(rows, f)
+        def save(rows):
+            tmp = opts.child_out + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(rows, f)
+            os.replace(tmp, opts.child_out)
+        save(run_runner(opts.child, opts, save))
         return 0
 
     log(f"Python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} CPUs, "

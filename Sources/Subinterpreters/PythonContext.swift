@@ -217,6 +217,9 @@ public final class PythonContext {
         return try fromPython(result)
     }
 
+    /// Drops a reference taken from one of the raw calls above.
+    func release(_ object: OpaquePointer) { cpy_decref(object) }
+
     /// `pointer` if non-nil, else the pending Python exception as an error.
     func own(_ pointer: OpaquePointer?) throws -> OpaquePointer {
         guard let pointer else { throw takeError() }
