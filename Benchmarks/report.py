@@ -148,7 +148,7 @@ def markdown(groups, sources):
         out.append(f"Column *vs subinterp* is the runner's value divided by `{BASELINE}`'s: "
                    "above 1× means subinterp is better on a lower-is-better workload.")
     else:
-        out.append(f"No `{BASELINE}` rows were given (the Swift benchmark did not run), "
+        out.append(f"No `{BASELINE}` rows were given (the Swift benchmark did not run or failed), "
                    "so there is no comparison column.")
     out.append("")
     for (suite, workload), rs in groups.items():

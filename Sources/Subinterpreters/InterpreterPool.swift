@@ -78,7 +78,8 @@ public final class InterpreterPool: Service, Sendable {
             throw SubinterpreterError(.invalidArgument, "a pool needs at least 1 worker (got \(configuration.workers))")
         }
         let runtime = try runtime ?? PythonRuntime.start()
-        let logger = logger ?? Logger(label: "subinterpreters.pool")
+        // A library logs only where it is told to: without a logger, nothing is printed.
+        let logger = logger ?? Logger(label: "subinterpreters.pool", factory: { _ in SwiftLogNoOpLogHandler() })
         let core = PoolCore(configuration: configuration, runtime: runtime, logger: logger)
         self.configuration = configuration
         self.core = core
