@@ -172,3 +172,65 @@ struct CLI {
         #expect(result.stdout.contains("threads in 1 interpreter"))
     }
 }
+
+@Suite struct MapCommandTests {
+    static let module = """
+        def double(x):
+            if x == 3:
+                raise ValueError("three is bad")
+            return x * 2
+        def add(a, b):
+            return a + b
+        """
+
+    private func moduleDirectory() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-map-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Self.module.write(to: directory.appendingPathComponent("mapmod.py"), atomically: true, encoding: .utf8)
+        return directory.path
+    }
+
+    @Test func writesResultsInOrderWithErrorRecordsInPlace() throws {
+        let directory = try moduleDirectory()
+        let input = (directory as NSString).appendingPathComponent("in.jsonl")
+        let output = (directory as NSString).appendingPathComponent("out.jsonl")
+        try "1\n2\n3\nnot json\n12345678901234567890123\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let result = try CLI.run(
+            ["map", "mapmod:double", "--input", input, "--output", output, "-j", "2"], environment: ["PYTHONPATH": directory])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("2 of 5 lines failed"))
+        let lines = try String(contentsOfFile: output, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines.count == 5)
+        #expect(lines[0] == "2" && lines[1] == "4" && lines[4] == "24691357802469135780246")
+        let three = try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as? [String: [String: Any]]
+        #expect(three?["error"]?["line"] as? Int == 3)
+        #expect(three?["error"]?["type"] as? String == "ValueError")
+        #expect((three?["error"]?["traceback"] as? String)?.contains("three is bad") == true)
+        let malformed = try JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as? [String: [String: Any]]
+        #expect(malformed?["error"]?["line"] as? Int == 4)
+        #expect((malformed?["error"]?["message"] as? String)?.hasPrefix("malformed JSON input") == true)
+    }
+
+    @Test func starSpreadsArraysAndTimeoutInterrupts() throws {
+        let directory = try moduleDirectory()
+        let input = (directory as NSString).appendingPathComponent("in.jsonl")
+        try "[1, 2]\n[3, 4]\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let result = try CLI.run(["map", "mapmod:add", "--star", "--input", input], environment: ["PYTHONPATH": directory])
+        #expect(result.status == 0)
+        #expect(result.stdout == "3\n7\n")
+        #expect(result.stderr.isEmpty)
+
+        try "0.01\n5\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let slow = try CLI.run(["map", "time:sleep", "--timeout", "0.3", "--input", input])
+        #expect(slow.status == 1)
+        let lines = slow.stdout.split(separator: "\n")
+        #expect(lines.first == "null")
+        #expect(lines.last?.contains("\"type\":\"timed out\"") == true)
+    }
+
+    @Test func unknownFunctionIsOneLine() throws {
+        let result = try CLI.run(["map", "no_such_module_xyz:f", "--input", "/dev/null"])
+        #expect(result.status == 1)
+        #expect(result.stderr == "subinterp: cannot load no_such_module_xyz:f: No module named 'no_such_module_xyz'\n")
+    }
+}
