@@ -1,16 +1,12 @@
 // The built-in module `subinterp`, importable in every interpreter the host creates.
 // Multi-phase init with per-interpreter-GIL support: all state lives in module state, no C global
 // holds a Python object. Process-wide things (the output lock) are plain C.
+#include "channels_module.h"
 #include "cpython.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <unistd.h>
-
-typedef struct {
-    long worker_index;
-    long worker_count;
-} cpy_module_state;
 
 /// Serializes writes to the host's standard output and error, so that lines written by
 /// different interpreters never interleave.
@@ -77,8 +73,21 @@ static int cpy_module_exec(PyObject *module) {
     cpy_module_state *state = cpy_PyModule_GetState(module);
     state->worker_index = 0;
     state->worker_count = 1;
+    return cpy_channels_exec(module, state);
+}
+
+static int cpy_module_traverse(PyObject *module, int (*visit)(PyObject *, void *), void *arg) {
+    cpy_module_state *state = cpy_PyModule_GetState(module);
+    return state ? cpy_channels_traverse(state, visit, arg) : 0;
+}
+
+static int cpy_module_clear(PyObject *module) {
+    cpy_module_state *state = cpy_PyModule_GetState(module);
+    if (state) cpy_channels_clear(state);
     return 0;
 }
+
+static void cpy_module_free(void *module) { cpy_module_clear(module); }
 
 static PyMethodDef cpy_module_methods[] = {
     {"_write", (void *)cpy_module_write, CPY_METH_FASTCALL,
@@ -87,6 +96,13 @@ static PyMethodDef cpy_module_methods[] = {
      "worker_index() -> int: this interpreter's index among the workers started together (0-based)."},
     {"worker_count", (void *)cpy_module_worker_count, CPY_METH_NOARGS,
      "worker_count() -> int: how many workers were started together."},
+    {"create_queue", (void *)cpy_module_create_queue, CPY_METH_FASTCALL | CPY_METH_KEYWORDS,
+     "create_queue(maxsize=0) -> Queue: a new queue (as in concurrent.interpreters)."},
+    {"queue", (void *)cpy_module_named_queue, CPY_METH_FASTCALL | CPY_METH_KEYWORDS,
+     "queue(name, maxsize=0) -> Queue: the process-wide queue with this name, created on first use.\n"
+     "Named queues live as long as the process."},
+    {"_queue_from_id", (void *)cpy_module_queue_from_id, CPY_METH_O, NULL},
+    {"_buffer_from_id", (void *)cpy_module_buffer_from_id, CPY_METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -104,6 +120,9 @@ static PyModuleDef cpy_module_def = {
     .m_size = sizeof(cpy_module_state),
     .m_methods = cpy_module_methods,
     .m_slots = cpy_module_slots,
+    .m_traverse = cpy_module_traverse,
+    .m_clear = cpy_module_clear,
+    .m_free = cpy_module_free,
 };
 
 static PyObject *cpy_module_init(void) { return cpy_PyModuleDef_Init(&cpy_module_def); }

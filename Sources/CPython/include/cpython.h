@@ -91,6 +91,58 @@ typedef struct PyModuleDef {
 #define CPY_MOD_PER_INTERPRETER_GIL_SUPPORTED ((void *)2)
 
 #define CPY_TPFLAGS_LONG_SUBCLASS (1UL << 24)
+#define CPY_TPFLAGS_DEFAULT (1UL << 18)
+#define CPY_TPFLAGS_IMMUTABLETYPE (1UL << 8)
+#define CPY_TPFLAGS_DISALLOW_INSTANTIATION (1UL << 7)
+
+typedef struct {
+    int slot;
+    void *pfunc;
+} PyType_Slot;
+
+typedef struct {
+    const char *name;
+    int basicsize;
+    int itemsize;
+    unsigned int flags;
+    PyType_Slot *slots;
+} PyType_Spec;
+
+#define CPY_BF_GETBUFFER 1
+#define CPY_BF_RELEASEBUFFER 2
+#define CPY_TP_DEALLOC 52
+#define CPY_TP_DOC 56
+#define CPY_TP_HASH 59
+#define CPY_TP_METHODS 64
+#define CPY_TP_NEW 65
+#define CPY_TP_REPR 66
+#define CPY_TP_RICHCOMPARE 67
+#define CPY_TP_GETSET 73
+#define CPY_TP_FREE 74
+
+/// Py_buffer, as in the limited API since 3.11.
+typedef struct {
+    void *buf;
+    PyObject *obj;
+    Py_ssize_t len;
+    Py_ssize_t itemsize;
+    int readonly;
+    int ndim;
+    char *format;
+    Py_ssize_t *shape;
+    Py_ssize_t *strides;
+    Py_ssize_t *suboffsets;
+    void *internal;
+} Py_buffer;
+
+typedef PyObject *(*cpy_getter)(PyObject *, void *);
+typedef struct {
+    const char *name;
+    cpy_getter get;
+    void *set;
+    const char *doc;
+    void *closure;
+} PyGetSetDef;
 
 // Functions resolved from libpython. X(return type, name, parameter list).
 #define CPY_FUNCTIONS(X, V)  \
@@ -172,7 +224,17 @@ typedef struct PyModuleDef {
     X(PyObject *, PyErr_NewException, (const char *name, PyObject *base, PyObject *dict), (name, base, dict)) \
     X(int, PyErr_CheckSignals, (void), ()) \
     X(int, PyModule_AddObjectRef, (PyObject *module, const char *name, PyObject *value), (module, name, value)) \
-    X(int, PyModule_AddIntConstant, (PyObject *module, const char *name, long value), (module, name, value))
+    X(int, PyModule_AddIntConstant, (PyObject *module, const char *name, long value), (module, name, value)) \
+    X(PyObject *, PyType_FromModuleAndSpec, (PyObject *module, PyType_Spec *spec, PyObject *bases), (module, spec, bases)) \
+    X(void *, PyType_GetModuleState, (PyTypeObject *type), (type)) \
+    X(PyObject *, PyType_GetModule, (PyTypeObject *type), (type)) \
+    X(void *, PyType_GetSlot, (PyTypeObject *type, int slot), (type, slot)) \
+    X(int, PyBuffer_FillInfo, (Py_buffer *view, PyObject *o, void *buf, Py_ssize_t len, int readonly, int flags), (view, o, buf, len, readonly, flags)) \
+    X(Py_ssize_t, PyLong_AsSsize_t, (PyObject *o), (o)) \
+    X(PyObject *, PyMemoryView_FromObject, (PyObject *o), (o)) \
+    X(int, PyModule_AddType, (PyObject *module, PyTypeObject *type), (module, type)) \
+    X(PyObject *, PyObject_GenericGetAttr, (PyObject *o, PyObject *name), (o, name)) \
+    X(PyObject *, PyNumber_Negative, (PyObject *o), (o))
 
 // Each function is a pointer `cpy_ptr_NAME`, filled by `cpy_load`, and a wrapper `cpy_NAME` that
 // Swift calls (Swift cannot call through a mutable C global under strict concurrency).
@@ -192,6 +254,7 @@ CPY_FUNCTIONS(CPY_DECLARE, CPY_DECLARE_VOID)
     X(PyObject *, none, _Py_NoneStruct, 1) \
     X(PyObject *, true, _Py_TrueStruct, 1) \
     X(PyObject *, false, _Py_FalseStruct, 1) \
+    X(PyObject *, not_implemented, _Py_NotImplementedStruct, 1) \
     X(PyTypeObject *, long_type, PyLong_Type, 1) \
     X(PyTypeObject *, bool_type, PyBool_Type, 1) \
     X(PyTypeObject *, float_type, PyFloat_Type, 1) \

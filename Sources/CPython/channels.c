@@ -1,0 +1,428 @@
+// Queues and shared buffers between interpreters: host-owned C structures that every
+// interpreter (and Swift) reaches through handles. Nothing here holds a Python object across
+// interpreters: values cross as bytes in the item format below, and each side builds its own
+// objects from them.
+#include "channels.h"
+
+#include <stdio.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+// MARK: - Queues
+
+struct cpy_item {
+    struct cpy_item *next;
+    size_t size;
+    unsigned char data[];
+};
+
+struct cpy_queue {
+    atomic_long refs;
+    int64_t id;
+    Py_ssize_t maxsize;
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    cpy_item *head;
+    cpy_item *tail;
+    Py_ssize_t count;
+};
+
+struct cpy_buffer {
+    atomic_long refs;
+    int64_t id;
+    size_t size;
+    void *data;
+};
+
+static atomic_llong cpy_next_id = 1;
+
+// Handles by id, for `__reduce__` tokens. Entries do not hold a reference; an object removes
+// itself when its last reference goes.
+typedef struct {
+    int64_t id;
+    void *object;
+    int kind;  // 'Q' or 'B'
+} cpy_registry_entry;
+
+static pthread_mutex_t cpy_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cpy_registry_entry *cpy_registry = NULL;
+static size_t cpy_registry_count = 0, cpy_registry_capacity = 0;
+
+static void cpy_registry_add(int64_t id, void *object, int kind) {
+    pthread_mutex_lock(&cpy_registry_lock);
+    if (cpy_registry_count == cpy_registry_capacity) {
+        size_t capacity = cpy_registry_capacity ? cpy_registry_capacity * 2 : 64;
+        cpy_registry_entry *grown = realloc(cpy_registry, capacity * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&cpy_registry_lock);
+            return;  // the object works; only its pickle token will not resolve
+        }
+        cpy_registry = grown;
+        cpy_registry_capacity = capacity;
+    }
+    cpy_registry[cpy_registry_count++] = (cpy_registry_entry){id, object, kind};
+    pthread_mutex_unlock(&cpy_registry_lock);
+}
+
+static void cpy_registry_remove(int64_t id) {
+    pthread_mutex_lock(&cpy_registry_lock);
+    for (size_t i = 0; i < cpy_registry_count; i++) {
+        if (cpy_registry[i].id == id) {
+            cpy_registry[i] = cpy_registry[--cpy_registry_count];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cpy_registry_lock);
+}
+
+/// A new reference to the live object with this id and kind, or NULL.
+static void *cpy_registry_find(int64_t id, int kind) {
+    void *found = NULL;
+    pthread_mutex_lock(&cpy_registry_lock);
+    for (size_t i = 0; i < cpy_registry_count; i++) {
+        if (cpy_registry[i].id == id && cpy_registry[i].kind == kind) {
+            atomic_long *refs = kind == 'Q' ? &((cpy_queue *)cpy_registry[i].object)->refs
+                                            : &((cpy_buffer *)cpy_registry[i].object)->refs;
+            // Only resurrect an object whose count has not reached zero.
+            long current = atomic_load(refs);
+            while (current > 0 && !atomic_compare_exchange_weak(refs, &current, current + 1)) {
+            }
+            if (current > 0) found = cpy_registry[i].object;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cpy_registry_lock);
+    return found;
+}
+
+cpy_queue *cpy_queue_create(Py_ssize_t maxsize) {
+    cpy_queue *queue = calloc(1, sizeof *queue);
+    if (queue == NULL) return NULL;
+    atomic_init(&queue->refs, 1);
+    queue->id = atomic_fetch_add(&cpy_next_id, 1);
+    queue->maxsize = maxsize > 0 ? maxsize : 0;
+    pthread_mutex_init(&queue->lock, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&queue->not_empty, &attributes);
+    pthread_cond_init(&queue->not_full, &attributes);
+    pthread_condattr_destroy(&attributes);
+    cpy_registry_add(queue->id, queue, 'Q');
+    return queue;
+}
+
+void cpy_queue_retain(cpy_queue *queue) { atomic_fetch_add(&queue->refs, 1); }
+
+void cpy_queue_release(cpy_queue *queue) {
+    if (atomic_fetch_sub(&queue->refs, 1) != 1) return;
+    cpy_registry_remove(queue->id);
+    cpy_item *item = queue->head;
+    while (item != NULL) {
+        cpy_item *next = item->next;
+        cpy_item_free(item);
+        item = next;
+    }
+    pthread_cond_destroy(&queue->not_empty);
+    pthread_cond_destroy(&queue->not_full);
+    pthread_mutex_destroy(&queue->lock);
+    free(queue);
+}
+
+int64_t cpy_queue_id(const cpy_queue *queue) { return queue->id; }
+Py_ssize_t cpy_queue_maxsize(const cpy_queue *queue) { return queue->maxsize; }
+
+Py_ssize_t cpy_queue_count(cpy_queue *queue) {
+    pthread_mutex_lock(&queue->lock);
+    Py_ssize_t count = queue->count;
+    pthread_mutex_unlock(&queue->lock);
+    return count;
+}
+
+static void cpy_deadline(struct timespec *deadline, double timeout) {
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    double whole = (double)(time_t)timeout;
+    deadline->tv_sec += (time_t)timeout;
+    deadline->tv_nsec += (long)((timeout - whole) * 1e9);
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec += 1;
+        deadline->tv_nsec -= 1000000000L;
+    }
+}
+
+// MARK: - Interrupting waits
+
+// Per OS thread: whether a wait should end early, and on which queue it waits. The pool's
+// controller marks a thread cancelled; closing an interpreter marks its thread closing. A
+// waiter reads the flags while holding its queue's lock; a waker sets a flag, then broadcasts
+// under that lock, so the wake-up cannot be missed. States are never freed (a few bytes per
+// thread that ever waited), so a waiter can keep a pointer to its own without a lock.
+typedef struct cpy_wait_state {
+    unsigned long thread;
+    atomic_int cancel;
+    atomic_int closing;
+    _Atomic(cpy_queue *) waiting_on;
+    struct cpy_wait_state *next;
+} cpy_wait_state;
+
+static pthread_mutex_t cpy_wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static cpy_wait_state *cpy_wait_states = NULL;
+
+static cpy_wait_state *cpy_wait_state_for(unsigned long thread) {
+    pthread_mutex_lock(&cpy_wait_lock);
+    cpy_wait_state *state = cpy_wait_states;
+    while (state != NULL && state->thread != thread) state = state->next;
+    if (state == NULL && (state = calloc(1, sizeof *state)) != NULL) {
+        state->thread = thread;
+        state->next = cpy_wait_states;
+        cpy_wait_states = state;
+    }
+    pthread_mutex_unlock(&cpy_wait_lock);
+    return state;
+}
+
+static void cpy_wake(cpy_wait_state *state) {
+    cpy_queue *queue = atomic_load(&state->waiting_on);
+    if (queue != NULL) cpy_queue_wake_all(queue);
+}
+
+void cpy_thread_cancel_wait(unsigned long thread) {
+    cpy_wait_state *state = cpy_wait_state_for(thread);
+    if (state == NULL) return;
+    atomic_store(&state->cancel, 1);
+    cpy_wake(state);
+}
+
+void cpy_thread_clear_cancel(unsigned long thread) {
+    cpy_wait_state *state = cpy_wait_state_for(thread);
+    if (state != NULL) atomic_store(&state->cancel, 0);
+}
+
+void cpy_thread_closing(unsigned long thread, int closing) {
+    cpy_wait_state *state = cpy_wait_state_for(thread);
+    if (state == NULL) return;
+    atomic_store(&state->closing, closing);
+    if (closing) cpy_wake(state);
+}
+
+/// Why a wait must end: 0 (it need not), CPY_WAIT_CANCELLED (consumed) or CPY_WAIT_CLOSING.
+static int cpy_wait_check(cpy_wait_state *state, const atomic_int *cancel) {
+    if (cancel != NULL && atomic_load(cancel)) return CPY_WAIT_CANCELLED;
+    if (state == NULL) return 0;
+    if (atomic_load(&state->closing)) return CPY_WAIT_CLOSING;
+    if (atomic_exchange(&state->cancel, 0)) return CPY_WAIT_CANCELLED;
+    return 0;
+}
+
+// MARK: - Put and get (no GIL involved: Python callers release it around these)
+
+int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, unsigned long thread,
+                  const atomic_int *cancel) {
+    item->next = NULL;
+    int result = 0;
+    cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;
+    if (state != NULL) atomic_store(&state->waiting_on, queue);
+    struct timespec deadline;
+    if (timeout >= 0) cpy_deadline(&deadline, timeout);
+    pthread_mutex_lock(&queue->lock);
+    while (queue->maxsize > 0 && queue->count >= queue->maxsize) {
+        if (!block) {
+            result = CPY_WAIT_TIMEOUT;
+            break;
+        }
+        if ((result = cpy_wait_check(state, cancel)) != 0) break;
+        int waited = timeout >= 0 ? pthread_cond_timedwait(&queue->not_full, &queue->lock, &deadline)
+                                  : pthread_cond_wait(&queue->not_full, &queue->lock);
+        if (waited == ETIMEDOUT && queue->count >= queue->maxsize) {
+            result = CPY_WAIT_TIMEOUT;
+            break;
+        }
+    }
+    if (result == 0) {
+        if (queue->tail) queue->tail->next = item;
+        else queue->head = item;
+        queue->tail = item;
+        queue->count++;
+        pthread_cond_signal(&queue->not_empty);
+    }
+    pthread_mutex_unlock(&queue->lock);
+    if (state != NULL) atomic_store(&state->waiting_on, NULL);
+    return result;
+}
+
+int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, unsigned long thread,
+                  const atomic_int *cancel) {
+    *item = NULL;
+    int result = 0;
+    cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;
+    if (state != NULL) atomic_store(&state->waiting_on, queue);
+    struct timespec deadline;
+    if (timeout >= 0) cpy_deadline(&deadline, timeout);
+    pthread_mutex_lock(&queue->lock);
+    while (queue->head == NULL) {
+        if (!block) {
+            result = CPY_WAIT_TIMEOUT;
+            break;
+        }
+        if ((result = cpy_wait_check(state, cancel)) != 0) break;
+        int waited = timeout >= 0 ? pthread_cond_timedwait(&queue->not_empty, &queue->lock, &deadline)
+                                  : pthread_cond_wait(&queue->not_empty, &queue->lock);
+        if (waited == ETIMEDOUT && queue->head == NULL) {
+            result = CPY_WAIT_TIMEOUT;
+            break;
+        }
+    }
+    if (result == 0) {
+        *item = queue->head;
+        queue->head = queue->head->next;
+        if (queue->head == NULL) queue->tail = NULL;
+        queue->count--;
+        if (queue->maxsize > 0) pthread_cond_signal(&queue->not_full);
+    }
+    pthread_mutex_unlock(&queue->lock);
+    if (state != NULL) atomic_store(&state->waiting_on, NULL);
+    return result;
+}
+
+void cpy_queue_wake_all(cpy_queue *queue) {
+    pthread_mutex_lock(&queue->lock);
+    pthread_cond_broadcast(&queue->not_empty);
+    pthread_cond_broadcast(&queue->not_full);
+    pthread_mutex_unlock(&queue->lock);
+}
+
+// MARK: - Named queues
+
+typedef struct cpy_named {
+    char *name;
+    cpy_queue *queue;
+    struct cpy_named *next;
+} cpy_named;
+
+static pthread_mutex_t cpy_named_lock = PTHREAD_MUTEX_INITIALIZER;
+static cpy_named *cpy_named_queues = NULL;
+
+cpy_queue *cpy_queue_named(const char *name, Py_ssize_t maxsize) {
+    pthread_mutex_lock(&cpy_named_lock);
+    for (cpy_named *entry = cpy_named_queues; entry != NULL; entry = entry->next) {
+        if (strcmp(entry->name, name) == 0) {
+            cpy_queue_retain(entry->queue);
+            pthread_mutex_unlock(&cpy_named_lock);
+            return entry->queue;
+        }
+    }
+    cpy_named *entry = calloc(1, sizeof *entry);
+    cpy_queue *queue = cpy_queue_create(maxsize);
+    if (entry == NULL || queue == NULL || (entry->name = strdup(name)) == NULL) {
+        free(entry);
+        if (queue) cpy_queue_release(queue);
+        pthread_mutex_unlock(&cpy_named_lock);
+        return NULL;
+    }
+    entry->queue = queue;  // the registry's reference: named queues live as long as the process
+    entry->next = cpy_named_queues;
+    cpy_named_queues = entry;
+    cpy_queue_retain(queue);
+    pthread_mutex_unlock(&cpy_named_lock);
+    return queue;
+}
+
+// MARK: - Shared buffers
+
+cpy_buffer *cpy_buffer_create(size_t size) {
+    cpy_buffer *buffer = calloc(1, sizeof *buffer);
+    if (buffer == NULL) return NULL;
+    buffer->data = calloc(size > 0 ? size : 1, 1);
+    if (buffer->data == NULL) {
+        free(buffer);
+        return NULL;
+    }
+    atomic_init(&buffer->refs, 1);
+    buffer->id = atomic_fetch_add(&cpy_next_id, 1);
+    buffer->size = size;
+    cpy_registry_add(buffer->id, buffer, 'B');
+    return buffer;
+}
+
+void cpy_buffer_retain(cpy_buffer *buffer) { atomic_fetch_add(&buffer->refs, 1); }
+
+void cpy_buffer_release(cpy_buffer *buffer) {
+    if (atomic_fetch_sub(&buffer->refs, 1) != 1) return;
+    cpy_registry_remove(buffer->id);
+    free(buffer->data);
+    free(buffer);
+}
+
+void *cpy_buffer_data(cpy_buffer *buffer) { return buffer->data; }
+size_t cpy_buffer_size(const cpy_buffer *buffer) { return buffer->size; }
+int64_t cpy_buffer_id(const cpy_buffer *buffer) { return buffer->id; }
+
+cpy_queue *cpy_queue_find(int64_t id) { return cpy_registry_find(id, 'Q'); }
+cpy_buffer *cpy_buffer_find(int64_t id) { return cpy_registry_find(id, 'B'); }
+
+// MARK: - Items
+
+cpy_item *cpy_item_create(const unsigned char *data, size_t size) {
+    cpy_item *item = malloc(sizeof *item + size);
+    if (item == NULL) return NULL;
+    item->next = NULL;
+    item->size = size;
+    memcpy(item->data, data, size);
+    return item;
+}
+
+const unsigned char *cpy_item_data(const cpy_item *item) { return item->data; }
+size_t cpy_item_size(const cpy_item *item) { return item->size; }
+
+/// Walks one encoded value, releasing the handles it holds. Returns the bytes consumed, or 0.
+static size_t cpy_item_release_value(const unsigned char *data, size_t size) {
+    if (size < 1) return 0;
+    unsigned char tag = data[0];
+    size_t offset = 1;
+    uint64_t length;
+    switch (tag) {
+    case 'N': case 'T': case 'F':
+        return 1;
+    case 'i': case 'f':
+        return 9;
+    case 's': case 'b': case 'p': case 'I':
+        if (size < 9) return 0;
+        memcpy(&length, data + 1, 8);
+        return 9 + length;
+    case 'Q': case 'B': {
+        if (size < 9) return 0;
+        void *pointer;
+        memcpy(&pointer, data + 1, sizeof pointer);
+        if (tag == 'Q') cpy_queue_release(pointer);
+        else cpy_buffer_release(pointer);
+        return 9;
+    }
+    case 'l': case 't': case 'd': {
+        if (size < 9) return 0;
+        memcpy(&length, data + 1, 8);
+        offset = 9;
+        uint64_t items = tag == 'd' ? length * 2 : length;
+        for (uint64_t i = 0; i < items; i++) {
+            size_t used = cpy_item_release_value(data + offset, size - offset);
+            if (used == 0) return 0;
+            offset += used;
+        }
+        return offset;
+    }
+    default:
+        return 0;
+    }
+}
+
+void cpy_item_free(cpy_item *item) {
+    if (item == NULL) return;
+    cpy_item_release_value(item->data, item->size);
+    free(item);
+}
+
+void cpy_item_free_decoded(cpy_item *item) { free(item); }
