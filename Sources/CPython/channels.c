@@ -210,9 +210,17 @@ void cpy_thread_closing(unsigned long thread, int closing) {
     if (closing) cpy_wake(state);
 }
 
+struct cpy_cancel {
+    atomic_int set;
+};
+
+cpy_cancel *cpy_cancel_create(void) { return calloc(1, sizeof(cpy_cancel)); }
+void cpy_cancel_free(cpy_cancel *cancel) { free(cancel); }
+void cpy_cancel_set(cpy_cancel *cancel) { atomic_store(&cancel->set, 1); }
+
 /// Why a wait must end: 0 (it need not), CPY_WAIT_CANCELLED (consumed) or CPY_WAIT_CLOSING.
-static int cpy_wait_check(cpy_wait_state *state, const atomic_int *cancel) {
-    if (cancel != NULL && atomic_load(cancel)) return CPY_WAIT_CANCELLED;
+static int cpy_wait_check(cpy_wait_state *state, const cpy_cancel *cancel) {
+    if (cancel != NULL && atomic_load(&((cpy_cancel *)cancel)->set)) return CPY_WAIT_CANCELLED;
     if (state == NULL) return 0;
     if (atomic_load(&state->closing)) return CPY_WAIT_CLOSING;
     if (atomic_exchange(&state->cancel, 0)) return CPY_WAIT_CANCELLED;
@@ -222,7 +230,7 @@ static int cpy_wait_check(cpy_wait_state *state, const atomic_int *cancel) {
 // MARK: - Put and get (no GIL involved: Python callers release it around these)
 
 int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, unsigned long thread,
-                  const atomic_int *cancel) {
+                  const cpy_cancel *cancel) {
     item->next = NULL;
     int result = 0;
     cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;
@@ -256,7 +264,7 @@ int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, u
 }
 
 int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, unsigned long thread,
-                  const atomic_int *cancel) {
+                  const cpy_cancel *cancel) {
     *item = NULL;
     int result = 0;
     cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;

@@ -390,9 +390,51 @@ static int cpy_flag(PyObject *value, int fallback) {
     return value == NULL ? fallback : cpy_PyObject_IsTrue(value);
 }
 
+/// Creates QueueEmpty and QueueFull (subclasses of queue.Empty and queue.Full) on first use:
+/// importing `queue` pulls in threading and more, which would slow every interpreter's start.
+static int cpy_queue_exceptions(PyObject *module, cpy_module_state *state) {
+    if (state->queue_empty != NULL) return 0;
+    PyObject *queue_module = cpy_PyImport_ImportModule("queue");
+    if (queue_module == NULL) return -1;
+    PyObject *empty = cpy_PyObject_GetAttrString(queue_module, "Empty");
+    PyObject *full = cpy_PyObject_GetAttrString(queue_module, "Full");
+    cpy_decref(queue_module);
+    PyObject *queue_empty = empty ? cpy_PyErr_NewException("subinterp.QueueEmpty", empty, NULL) : NULL;
+    PyObject *queue_full = full ? cpy_PyErr_NewException("subinterp.QueueFull", full, NULL) : NULL;
+    cpy_xdecref(empty);
+    cpy_xdecref(full);
+    if (queue_empty == NULL || queue_full == NULL || cpy_PyModule_AddObjectRef(module, "QueueEmpty", queue_empty) < 0
+        || cpy_PyModule_AddObjectRef(module, "QueueFull", queue_full) < 0) {
+        cpy_xdecref(queue_empty);
+        cpy_xdecref(queue_full);
+        return -1;
+    }
+    state->queue_empty = queue_empty;
+    state->queue_full = queue_full;
+    return 0;
+}
+
+PyObject *cpy_module_getattr(PyObject *module, PyObject *name) {
+    Py_ssize_t length;
+    const char *text = cpy_PyUnicode_AsUTF8AndSize(name, &length);
+    if (text == NULL) return NULL;
+    if (strcmp(text, "QueueEmpty") == 0 || strcmp(text, "QueueFull") == 0) {
+        cpy_module_state *state = cpy_PyModule_GetState(module);
+        if (cpy_queue_exceptions(module, state) < 0) return NULL;
+        PyObject *value = text[5] == 'E' ? state->queue_empty : state->queue_full;
+        cpy_incref(value);
+        return value;
+    }
+    char message[200];
+    snprintf(message, sizeof message, "module 'subinterp' has no attribute '%.100s'", text);
+    cpy_PyErr_SetString(cpy_exc_attribute_error(), message);
+    return NULL;
+}
+
 /// Raises the error for a wait that ended without an item.
 static void cpy_raise_wait(PyObject *module, cpy_module_state *state, int reason, int putting) {
     if (reason == CPY_WAIT_TIMEOUT) {
+        if (cpy_queue_exceptions(module, state) < 0) return;
         cpy_PyErr_SetObject(putting ? state->queue_full : state->queue_empty, cpy_none());
     } else if (reason == CPY_WAIT_CANCELLED) {
         PyObject *cancelled = cpy_PyObject_GetAttrString(module, "CancelledError");
@@ -794,23 +836,6 @@ int cpy_channels_exec(PyObject *module, cpy_module_state *state) {
     if (state->queue_type == NULL || cpy_PyModule_AddType(module, state->queue_type) < 0) return -1;
     state->buffer_type = (PyTypeObject *)cpy_PyType_FromModuleAndSpec(module, &cpy_buffer_spec, NULL);
     if (state->buffer_type == NULL || cpy_PyModule_AddType(module, state->buffer_type) < 0) return -1;
-    PyObject *queue_module = cpy_PyImport_ImportModule("queue");
-    if (queue_module == NULL) return -1;
-    PyObject *empty = cpy_PyObject_GetAttrString(queue_module, "Empty");
-    PyObject *full = cpy_PyObject_GetAttrString(queue_module, "Full");
-    cpy_decref(queue_module);
-    if (empty == NULL || full == NULL) {
-        cpy_xdecref(empty);
-        cpy_xdecref(full);
-        return -1;
-    }
-    state->queue_empty = cpy_PyErr_NewException("subinterp.QueueEmpty", empty, NULL);
-    state->queue_full = cpy_PyErr_NewException("subinterp.QueueFull", full, NULL);
-    cpy_decref(empty);
-    cpy_decref(full);
-    if (state->queue_empty == NULL || state->queue_full == NULL) return -1;
-    if (cpy_PyModule_AddObjectRef(module, "QueueEmpty", state->queue_empty) < 0) return -1;
-    if (cpy_PyModule_AddObjectRef(module, "QueueFull", state->queue_full) < 0) return -1;
     return 0;
 }
 
@@ -834,4 +859,57 @@ void cpy_channels_clear(cpy_module_state *state) {
     state->buffer_type = NULL;
     state->queue_empty = NULL;
     state->queue_full = NULL;
+}
+
+// MARK: - For Swift
+
+static cpy_module_state *cpy_current_state(PyObject **module) {
+    *module = cpy_PyImport_ImportModule("subinterp");
+    return *module ? cpy_PyModule_GetState(*module) : NULL;
+}
+
+PyObject *cpy_host_wrap_queue(cpy_queue *queue) {
+    PyObject *module;
+    cpy_module_state *state = cpy_current_state(&module);
+    if (state == NULL) return NULL;
+    cpy_queue_retain(queue);
+    PyObject *object = cpy_wrap_queue(state, queue);
+    cpy_decref(module);
+    return object;
+}
+
+PyObject *cpy_host_wrap_buffer(cpy_buffer *buffer) {
+    PyObject *module;
+    cpy_module_state *state = cpy_current_state(&module);
+    if (state == NULL) return NULL;
+    cpy_buffer_retain(buffer);
+    PyObject *object = cpy_wrap_buffer(state, buffer);
+    cpy_decref(module);
+    return object;
+}
+
+cpy_queue *cpy_host_queue_of(PyObject *object) {
+    PyObject *module;
+    cpy_module_state *state = cpy_current_state(&module);
+    if (state == NULL) {
+        cpy_PyErr_Clear();
+        return NULL;
+    }
+    cpy_queue *queue = cpy_queue_of(state, object);
+    if (queue) cpy_queue_retain(queue);
+    cpy_decref(module);
+    return queue;
+}
+
+cpy_buffer *cpy_host_buffer_of(PyObject *object) {
+    PyObject *module;
+    cpy_module_state *state = cpy_current_state(&module);
+    if (state == NULL) {
+        cpy_PyErr_Clear();
+        return NULL;
+    }
+    cpy_buffer *buffer = cpy_buffer_of(state, object);
+    if (buffer) cpy_buffer_retain(buffer);
+    cpy_decref(module);
+    return buffer;
 }

@@ -32,5 +32,7 @@ PyObject *cpy_module_create_queue(PyObject *module, PyObject *const *args, Py_ss
 PyObject *cpy_module_named_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *cpy_module_queue_from_id(PyObject *module, PyObject *arg);
 PyObject *cpy_module_buffer_from_id(PyObject *module, PyObject *arg);
+/// Module `__getattr__` (PEP 562): creates QueueEmpty and QueueFull when first asked for.
+PyObject *cpy_module_getattr(PyObject *module, PyObject *name);
 
 #endif

@@ -102,6 +102,7 @@ static PyMethodDef cpy_module_methods[] = {
      "queue(name, maxsize=0) -> Queue: the process-wide queue with this name, created on first use.\n"
      "Named queues live as long as the process."},
     {"_queue_from_id", (void *)cpy_module_queue_from_id, CPY_METH_O, NULL},
+    {"__getattr__", (void *)cpy_module_getattr, CPY_METH_O, NULL},
     {"_buffer_from_id", (void *)cpy_module_buffer_from_id, CPY_METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

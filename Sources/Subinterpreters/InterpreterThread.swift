@@ -127,6 +127,9 @@ final class InterpreterThread: @unchecked Sendable {
         guard accepting else { return false }
         accepting = false
         feeder = nil
+        // A job blocked on a subinterp.Queue would keep the interpreter from ending: from now on
+        // its blocking waits end with an error.
+        if threadIdent != 0 { cpy_thread_closing(threadIdent, 1) }
         jobs.append(.end(done))
         queued.add(1, ordering: .releasing)
         condition.signal()
@@ -150,6 +153,8 @@ final class InterpreterThread: @unchecked Sendable {
         var sent = false
         if currentJob.load(ordering: .acquiring) == job {
             sent = cpy_PyThreadState_SetAsyncExc(threadIdent, type) == 1
+            // A wait on a subinterp.Queue is not Python bytecode; end it too.
+            cpy_thread_cancel_wait(threadIdent)
         }
         cpy_PyThreadState_Clear(controller)
         cpy_PyThreadState_DeleteCurrent()
@@ -160,6 +165,7 @@ final class InterpreterThread: @unchecked Sendable {
     /// Call on this thread, between jobs.
     func clearPendingInterrupt() {
         _ = cpy_PyThreadState_SetAsyncExc(threadIdent, nil)
+        cpy_thread_clear_cancel(threadIdent)
     }
 
     private func take(wait: Bool) -> Job? {
@@ -249,6 +255,7 @@ final class InterpreterThread: @unchecked Sendable {
                 cpy_PyEval_RestoreThread(saved)
                 context.tearDown()
                 cpy_Py_EndInterpreter(state)
+                cpy_thread_closing(threadIdent, 0)  // the OS may give this thread id to a new thread
                 runtime.interpreterEnded()
                 done()
                 return

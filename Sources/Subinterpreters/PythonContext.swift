@@ -314,6 +314,10 @@ public final class PythonContext {
             guard case .pickled = value else { return bytes }
             defer { cpy_decref(bytes) }
             return try own(callRaw(h.pickleLoads, [bytes]))
+        case .queue(let queue):
+            return try own(cpy_host_wrap_queue(queue.handle))
+        case .buffer(let buffer):
+            return try own(cpy_host_wrap_buffer(buffer.handle))
         case .list(let items):
             let list = try own(cpy_PyList_New(items.count))
             for (i, item) in items.enumerated() {
@@ -408,6 +412,8 @@ public final class PythonContext {
             }
             return .dict(items)
         }
+        if let queue = cpy_host_queue_of(object) { return .queue(PythonQueue(owning: queue)) }
+        if let buffer = cpy_host_buffer_of(object) { return .buffer(SharedBuffer(owning: buffer)) }
         let pickled = try own(callRaw(h.pickleDumps, [object]))
         defer { cpy_decref(pickled) }
         return .pickled(try bytes(pickled))

@@ -20,6 +20,10 @@ public enum PythonValue: Sendable, Hashable {
     case dict([(key: PythonValue, value: PythonValue)])
     /// An object of another type, as `pickle.dumps` wrote it.
     case pickled([UInt8])
+    /// A `subinterp.Queue`: the same queue on both sides.
+    case queue(PythonQueue)
+    /// A `subinterp.SharedBuffer`: the same memory on both sides, nothing copied.
+    case buffer(SharedBuffer)
 
     public static func == (lhs: PythonValue, rhs: PythonValue) -> Bool {
         switch (lhs, rhs) {
@@ -34,6 +38,8 @@ public enum PythonValue: Sendable, Hashable {
         case (.dict(let a), .dict(let b)):
             return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
         case (.pickled(let a), .pickled(let b)): return a == b
+        case (.queue(let a), .queue(let b)): return a == b
+        case (.buffer(let a), .buffer(let b)): return a == b
         default: return false
         }
     }
@@ -55,6 +61,8 @@ public enum PythonValue: Sendable, Hashable {
                 hasher.combine(value)
             }
         case .pickled(let v): hasher.combine(9); hasher.combine(v)
+        case .queue(let v): hasher.combine(10); hasher.combine(v)
+        case .buffer(let v): hasher.combine(11); hasher.combine(v)
         }
     }
 }
@@ -146,6 +154,8 @@ extension PythonValue: CustomStringConvertible {
             return v.count == 1 ? "(\(v[0]),)" : "(" + v.map(\.description).joined(separator: ", ") + ")"
         case .dict(let v): return "{" + v.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
         case .pickled(let v): return "<pickled, \(v.count) bytes>"
+        case .queue(let q): return "subinterp.Queue(id=\(q.id), maxsize=\(q.maxsize))"
+        case .buffer(let b): return "subinterp.SharedBuffer(id=\(b.id), size=\(b.count))"
         }
     }
 }

@@ -197,7 +197,7 @@ extension PythonValue {
     /// The value as a key Python can hash: lists become tuples; nil if it holds a `dict`.
     fileprivate var asPythonDictKey: PythonValue? {
         switch self {
-        case .none, .bool, .int, .float, .string, .bytes, .pickled:
+        case .none, .bool, .int, .float, .string, .bytes, .pickled, .queue, .buffer:
             return self
         case .list(let items), .tuple(let items):
             var keys: [PythonValue] = []
@@ -659,6 +659,8 @@ extension PythonValue {
         switch self {
         case .none: return "None"
         case .pickled(let v): return "a pickled object (\(v.count) bytes)"
+        case .queue: return "a subinterp.Queue"
+        case .buffer: return "a subinterp.SharedBuffer"
         case .bool: typeName = "bool"
         case .int: typeName = "int"
         case .float: typeName = "float"
@@ -1026,10 +1028,10 @@ extension PythonValue: Codable {
                     try pair.encode(item.value)
                 }
             }
-        case .pickled:
+        case .pickled, .queue, .buffer:
             throw EncodingError.invalidValue(
                 self,
-                .init(codingPath: encoder.codingPath, debugDescription: "a pickled Python object can only be encoded by PythonValueEncoder"))
+                .init(codingPath: encoder.codingPath, debugDescription: "a pickled object, queue or shared buffer can only be encoded by PythonValueEncoder"))
         }
     }
 

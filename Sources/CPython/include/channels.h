@@ -10,11 +10,16 @@
 #include "cpython.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 typedef struct cpy_queue cpy_queue;
 typedef struct cpy_buffer cpy_buffer;
 typedef struct cpy_item cpy_item;
+/// A flag that ends a Swift-side wait when set.
+typedef struct cpy_cancel cpy_cancel;
+
+cpy_cancel *cpy_cancel_create(void);
+void cpy_cancel_set(cpy_cancel *cancel);
+void cpy_cancel_free(cpy_cancel *cancel);
 
 #define CPY_WAIT_TIMEOUT 1
 #define CPY_WAIT_CANCELLED 2
@@ -39,11 +44,11 @@ Py_ssize_t cpy_queue_count(cpy_queue *queue);
 /// Returns 0, or CPY_WAIT_TIMEOUT (full), CPY_WAIT_CANCELLED, CPY_WAIT_CLOSING; then the
 /// caller still owns `item`. Never call with a GIL held.
 int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, unsigned long thread,
-                  const atomic_int *cancel);
+                  const cpy_cancel *cancel);
 /// Takes the oldest item (the caller owns it) with the same waiting rules as `cpy_queue_put`;
 /// CPY_WAIT_TIMEOUT means empty.
 int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, unsigned long thread,
-                  const atomic_int *cancel);
+                  const cpy_cancel *cancel);
 /// Wakes every waiter of the queue so it re-checks its cancel flags.
 void cpy_queue_wake_all(cpy_queue *queue);
 
@@ -71,5 +76,13 @@ size_t cpy_item_size(const cpy_item *item);
 void cpy_item_free(cpy_item *item);
 /// Frees an item whose handles were handed to decoded objects.
 void cpy_item_free_decoded(cpy_item *item);
+
+/// For Swift, in the current interpreter (its thread state attached): a `subinterp.Queue` /
+/// `SharedBuffer` object for a handle (taking a new reference), or the handle of such an object
+/// (a new reference) or NULL if it is not one.
+PyObject *cpy_host_wrap_queue(cpy_queue *queue);
+PyObject *cpy_host_wrap_buffer(cpy_buffer *buffer);
+cpy_queue *cpy_host_queue_of(PyObject *object);
+cpy_buffer *cpy_host_buffer_of(PyObject *object);
 
 #endif

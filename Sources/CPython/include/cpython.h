@@ -271,7 +271,8 @@ CPY_FUNCTIONS(CPY_DECLARE, CPY_DECLARE_VOID)
     X(PyObject *, exc_overflow_error, PyExc_OverflowError, 0) \
     X(PyObject *, exc_import_error, PyExc_ImportError, 0) \
     X(PyObject *, exc_timeout_error, PyExc_TimeoutError, 0) \
-    X(PyObject *, exc_os_error, PyExc_OSError, 0)
+    X(PyObject *, exc_os_error, PyExc_OSError, 0) \
+    X(PyObject *, exc_attribute_error, PyExc_AttributeError, 0)
 
 #define CPY_DECLARE_OBJECT(type, name, symbol, direct) \
     extern type cpy_obj_##name; \
