@@ -6,7 +6,7 @@ import Subinterpreters
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "subinterp-bench", abstract: "Benchmarks of Subinterpreters, written as JSON rows for Benchmarks/report.py.",
-        subcommands: [PoolBench.self])
+        subcommands: [PoolBench.self, ChannelBench.self])
 }
 
 /// One measurement, in the row format the report reads.
@@ -14,6 +14,7 @@ struct Row: Encodable {
     var suite: String
     var workload: String
     var runner = "subinterp InterpreterPool"
+
     var value: Double
     var unit: String
     var speedup: Double?
