@@ -234,3 +234,14 @@ struct CLI {
         #expect(result.stderr == "subinterp: cannot load no_such_module_xyz:f: No module named 'no_such_module_xyz'\n")
     }
 }
+
+@Suite struct ExampleTests {
+    @Test func pipelineExampleDeliversEveryResult() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Examples/pipeline.py").path
+        let result = try CLI.run(["run", "-n", "4", example, "2000"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("collector: 2000 results from 2 workers"))
+        #expect(result.stdout.contains("correct: True"))
+    }
+}
