@@ -14,6 +14,7 @@ let package = Package(
     name: "Subinterpreters",
     products: [
         .library(name: "Subinterpreters", targets: ["Subinterpreters"]),
+        .library(name: "WSGIServer", targets: ["WSGIServer"]),
         .executable(name: "subinterp", targets: ["subinterp"]),
     ],
     dependencies: [
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/attaswift/BigInt", from: "6.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(
@@ -37,17 +39,36 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "WSGIServer",
+            dependencies: [
+                "Subinterpreters",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "subinterp",
             dependencies: [
                 "Subinterpreters",
+                "WSGIServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "SubinterpretersTests",
-            dependencies: ["Subinterpreters", "subinterp", .product(name: "BigInt", package: "BigInt")],
+            dependencies: [
+                "Subinterpreters", "WSGIServer", "subinterp", .product(name: "BigInt", package: "BigInt"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
     ]

@@ -5,12 +5,19 @@
 
 Each file holds a JSON list of rows
     {"suite", "workload", "runner", "value", "unit", "speedup", "note"[, "error"]}
-as written by Benchmarks/peers/pool_peers.py (the Python peers) and by the
-Swift benchmark (runner "subinterp InterpreterPool"). Prints one markdown
-table per workload, with a column comparing each runner to the
-"subinterp InterpreterPool" row when there is one, and writes the same
-markdown to --md and a horizontal bar chart to --svg (plain SVG, no
-plotting library). Works with the Swift rows missing.
+as written by the Python peers (Benchmarks/peers/pool_peers.py, suite "pool";
+Benchmarks/peers/channel_peers.py, suite "channels") and by the Swift
+benchmark (runners whose names start with "subinterp": "subinterp
+InterpreterPool" for the pool suite, "subinterp.Queue" and
+"subinterp.SharedBuffer" for the channels suite). Prints one markdown table per
+workload, with a column comparing each runner to that workload's subinterp row
+when there is one, and writes the same markdown to --md and a horizontal bar
+chart to --svg (plain SVG, no plotting library). Works with the Swift rows
+missing. The default output paths are Benchmarks/results/<suite>.md and .svg.
+
+The comparison column is oriented so that above 1x always means the subinterp
+row is better: runner / subinterp for lower-is-better workloads (times,
+memory), subinterp / runner for higher-is-better ones (throughput).
 """
 
 import argparse
@@ -21,7 +28,17 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BASELINE = "subinterp InterpreterPool"
+BASELINE_PREFIX = "subinterp"  # rows from the Swift benchmark
+
+# Per suite: the title, the chart's title, and the Swift runners (for the legend).
+SUITES = {
+    "pool": ("Pool benchmarks",
+             "Pool benchmarks: subinterp InterpreterPool vs Python's executors",
+             ["subinterp InterpreterPool"]),
+    "channels": ("Channel benchmarks",
+                 "Channel benchmarks: subinterp.Queue and SharedBuffer vs Python's queues",
+                 ["subinterp.Queue", "subinterp.SharedBuffer"]),
+}
 
 # Known workloads: title, what is measured, and whether lower values are better.
 WORKLOADS = {
@@ -34,14 +51,31 @@ WORKLOADS = {
                        "constructing a fresh pool until the first submit(noop, 1).result() returns", True),
     "rss-per-worker": ("memory per worker",
                        "RSS added per worker once every worker has started (process and children)", True),
+    # suite "channels"
+    "roundtrip": ("queue round trip",
+                  "one side puts a small int on queue A, the other gets it and puts it on queue B, "
+                  "the first gets it back: time per round trip", True),
+    "throughput": ("one-way message throughput",
+                   "small ints from one side to the other, from the first put until the receiver "
+                   "has got the last one", False),
+    "handoff-100MB": ("hand a 100 MB buffer over",
+                      "from the sender putting a 100 MB buffer (or a handle to it) on a queue until "
+                      "the receiver has read a byte of it", True),
 }
 RUNNER_ORDER = [
-    BASELINE,
+    "subinterp InterpreterPool",
+    "subinterp.Queue",
+    "subinterp.SharedBuffer",
     "serial",
     "ThreadPoolExecutor",
     "ProcessPoolExecutor (fork)",
     "ProcessPoolExecutor (forkserver)",
     "InterpreterPoolExecutor (backport)",
+    "interpreters.queues (backport)",
+    "multiprocessing.Queue",
+    "multiprocessing.Queue (bytes)",
+    "multiprocessing shared_memory",
+    "queue.Queue (threads)",
 ]
 
 
@@ -111,7 +145,45 @@ def fmt_ratio(x):
 
 
 def unit_label(u):
-    return {"us/call": "µs/call"}.get(u, u)
+    return {"us/call": "µs/call", "us": "µs"}.get(u, u)
+
+
+def is_subinterp(r):
+    return str(r.get("runner", "")).startswith(BASELINE_PREFIX)
+
+
+def baseline(rs):
+    """The workload's subinterp row with a value (the first one in runner order), or None."""
+    return next((r for r in rs if is_subinterp(r) and ok(r)), None)
+
+
+def vs_base(r, base, lower):
+    """How many times better `base` (subinterp) is than `r`: > 1 means subinterp wins."""
+    if base is None or not ok(r) or not base["value"] or not r["value"]:
+        return None
+    if r is base:
+        return 1.0
+    return r["value"] / base["value"] if lower else base["value"] / r["value"]
+
+
+def vs_header(lower):
+    return "vs subinterp: " + ("runner ÷ subinterp" if lower else "subinterp ÷ runner")
+
+
+def workload_unit(suite, workload, rs):
+    units = []
+    for r in rs:
+        if r.get("unit") and r["unit"] not in units:
+            units.append(r["unit"])
+    if len(units) > 1:
+        warn(f"{suite} / {workload}: rows in different units ({', '.join(units)}); "
+             f"the table and chart assume {units[0]}")
+    return unit_label(units[0]) if units else ""
+
+
+def suites_of(groups):
+    return sorted({suite for suite, _ in groups}, key=lambda s: (list(SUITES).index(s)
+                                                                 if s in SUITES else len(SUITES), s))
 
 
 def group(rows):
@@ -140,37 +212,45 @@ def meta(workload):
 # --------------------------------------------------------------------------- markdown
 
 def markdown(groups, sources):
-    out = ["# Pool benchmarks", ""]
+    suites = suites_of(groups)
+    multi = len(suites) > 1
+    title = SUITES.get(suites[0], (f"{suites[0]} benchmarks",))[0] if len(suites) == 1 else "Benchmarks"
+    out = [f"# {title}", ""]
     out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
                + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
-    have_base = any(r["runner"] == BASELINE for rs in groups.values() for r in rs)
+    swift_names = [n for s in suites for n in SUITES.get(s, ("", "", []))[2]] or [BASELINE_PREFIX + " …"]
+    have_base = any(baseline(rs) for rs in groups.values())
     if have_base:
-        out.append(f"Column *vs subinterp* is the runner's value divided by `{BASELINE}`'s: "
-                   "above 1× means subinterp is better on a lower-is-better workload.")
+        out.append("Column *vs subinterp* compares each runner with the workload's subinterp row "
+                   "(" + ", ".join(f"`{n}`" for n in swift_names) + ", from the Swift benchmark) "
+                   "and is oriented so that **above 1× means subinterp is better**: "
+                   "runner ÷ subinterp where lower is better (times, memory), "
+                   "subinterp ÷ runner where higher is better (throughput).")
     else:
-        out.append(f"No `{BASELINE}` rows were given (the Swift benchmark did not run or failed), "
-                   "so there is no comparison column.")
+        out.append("No subinterp rows were given (" + ", ".join(f"`{n}`" for n in swift_names)
+                   + "; the Swift benchmark did not run or failed), so there is no comparison column.")
     out.append("")
     for (suite, workload), rs in groups.items():
         title, what, lower = meta(workload)
-        unit = unit_label(next((r.get("unit") for r in rs if r.get("unit")), ""))
-        out.append(f"## {workload}: {title} ({'lower' if lower else 'higher'} is better)")
+        unit = workload_unit(suite, workload, rs)
+        prefix = f"{suite} / " if multi else ""
+        out.append(f"## {prefix}{workload}: {title} ({'lower' if lower else '**higher**'} is better)")
         out.append("")
         if what:
             out.append(what + ".")
             out.append("")
-        base = next((r for r in rs if r["runner"] == BASELINE and ok(r)), None)
+        base = baseline(rs)
         show_speedup = any(is_number(r.get("speedup")) for r in rs)
         head = ["runner", unit or "value"]
         if show_speedup:
             head.append("speedup vs serial")
         if base:
-            head.append("vs subinterp")
+            head.append(vs_header(lower))
         head.append("note")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|")
         for r in rs:
-            name = f"**{r['runner']}**" if r["runner"] == BASELINE else r["runner"]
+            name = f"**{r['runner']}**" if is_subinterp(r) else r["runner"]
             if ok(r):
                 cells = [name, fmt(r["value"])]
             else:
@@ -179,10 +259,8 @@ def markdown(groups, sources):
                 sp = r.get("speedup")
                 cells.append(fmt_ratio(sp) if is_number(sp) and ok(r) else "")
             if base:
-                if ok(r) and base["value"]:
-                    cells.append(fmt_ratio(r["value"] / base["value"]))
-                else:
-                    cells.append("")
+                x = vs_base(r, base, lower)
+                cells.append(fmt_ratio(x) if x is not None else "")
             note = r.get("error") and f"error: {r['error']}" or r.get("note") or ""
             cells.append(note.replace("|", "\\|").replace("\n", " "))
             out.append("| " + " | ".join(cells) + " |")
@@ -206,22 +284,24 @@ def svg_chart(groups):
     top = 76
     parts = []
     y = top
-    colors = {BASELINE: "#d95f02", "serial": "#9e9e9e"}
-    peer_color = "#3b75af"
+    swift_color, serial_color, peer_color = "#d95f02", "#9e9e9e", "#3b75af"
+    suites = suites_of(groups)
+    multi = len(suites) > 1
     for (suite, workload), rs in groups.items():
         title, what, lower = meta(workload)
-        unit = unit_label(next((r.get("unit") for r in rs if r.get("unit")), ""))
-        better = "lower is better" if lower else "higher is better"
-        parts.append(f'<text x="16" y="{y}" class="h">{esc(workload)}: {esc(title)}</text>')
+        unit = workload_unit(suite, workload, rs)
+        better = "lower is better" if lower else "HIGHER is better"
+        prefix = f"{suite} / " if multi else ""
+        parts.append(f'<text x="16" y="{y}" class="h">{esc(prefix + workload)}: {esc(title)}</text>')
         parts.append(f'<text x="{W - 16}" y="{y}" class="b" text-anchor="end">'
                      f'{esc(unit)} · {better} ({"shorter" if lower else "longer"} bar wins)</text>')
         y += 8
         vmax = max((r["value"] for r in rs if ok(r)), default=0) or 1
-        base = next((r for r in rs if r["runner"] == BASELINE and ok(r)), None)
+        base = baseline(rs)
         for r in rs:
             y += row_h
             cy = y - bar_h / 2 - 4  # vertical centre of the bar
-            weight = ' font-weight="bold"' if r["runner"] == BASELINE else ""
+            weight = ' font-weight="bold"' if is_subinterp(r) else ""
             parts.append(f'<text x="{label_w}" y="{y - 8}" class="l" text-anchor="end"{weight}>'
                          f'{esc(r["runner"])}</text>')
             if not ok(r):
@@ -231,27 +311,38 @@ def svg_chart(groups):
                 continue
             v = r["value"]
             w = max(2.0, bar_max * v / vmax) if v > 0 else 0
-            color = colors.get(r["runner"], peer_color)
+            color = (swift_color if is_subinterp(r)
+                     else serial_color if r["runner"] == "serial" else peer_color)
             parts.append(f'<rect x="{bar_x}" y="{cy - bar_h / 2:.1f}" width="{w:.1f}" '
                          f'height="{bar_h}" fill="{color}" rx="2"/>')
             label = f"{fmt(v)} {unit}"
             extras = []
             if is_number(r.get("speedup")):
                 extras.append(f"{fmt_ratio(r['speedup'])} serial")
-            if base and r is not base and base["value"]:
-                extras.append(f"{fmt_ratio(v / base['value'])} subinterp")
+            x = vs_base(r, base, lower) if r is not base else None
+            if x is not None:
+                extras.append(f"subinterp {fmt_ratio(x)} better" if x >= 1
+                              else f"{fmt_ratio(1 / x)} better than subinterp")
             if extras:
                 label += "  (" + ", ".join(extras) + ")"
-            parts.append(f'<text x="{bar_x + w + 6:.1f}" y="{y - 8}" class="v">{esc(label)}</text>')
+            if bar_x + w + 6 + 7.0 * len(label) <= W - 8:  # roughly 7 px a character at 12 px
+                parts.append(f'<text x="{bar_x + w + 6:.1f}" y="{y - 8}" class="v">{esc(label)}</text>')
+            else:  # no room to the right of a long bar: write the label inside it
+                parts.append(f'<text x="{bar_x + w - 6:.1f}" y="{y - 8}" class="v" fill="white" '
+                             f'text-anchor="end">{esc(label)}</text>')
         y += 40
     H = y - 10
     legend_y = 40
-    have_base = any(r["runner"] == BASELINE for rs in groups.values() for r in rs)
+    have_base = any(is_subinterp(r) for rs in groups.values() for r in rs)
+    swift_names = [n for s in suites for n in SUITES.get(s, ("", "", []))[2]] or [BASELINE_PREFIX + " …"]
     legend = [
-        (BASELINE + (" (Swift)" if have_base else " (Swift: not run)"), colors[BASELINE]),
+        (" / ".join(swift_names) + (" (Swift)" if have_base else " (Swift: not run)"), swift_color),
         ("Python peers", peer_color),
-        ("serial loop", colors["serial"]),
     ]
+    if any(r["runner"] == "serial" for rs in groups.values() for r in rs):
+        legend.append(("serial loop", serial_color))
+    chart_title = (SUITES[suites[0]][1] if len(suites) == 1 and suites[0] in SUITES
+                   else "Benchmarks: subinterp vs Python")
     lx = 16
     leg = []
     for name, color in legend:
@@ -266,11 +357,11 @@ def svg_chart(groups):
         ".h{font-size:15px;font-weight:bold;fill:#222}"
         ".b{font-size:12px;fill:#555}"
         ".l{font-size:13px;fill:#222}"
-        ".v{font-size:12px;fill:#222}"
+        ".v{font-size:12px}"
         ".err{font-size:12px;fill:#c62828}"
         "</style>",
         f'<rect width="{W}" height="{H}" fill="white"/>',
-        '<text x="16" y="22" class="t">Pool benchmarks: subinterp InterpreterPool vs Python\'s executors</text>',
+        f'<text x="16" y="22" class="t">{esc(chart_title)}</text>',
         *leg,
         *parts,
         "</svg>",
@@ -283,10 +374,10 @@ def svg_chart(groups):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Side-by-side report of benchmark row files.")
     ap.add_argument("files", nargs="+", help="JSON row files (Benchmarks/results/*.json)")
-    ap.add_argument("--md", default=os.path.join(HERE, "results", "pool.md"),
-                    help="markdown output (default: Benchmarks/results/pool.md)")
-    ap.add_argument("--svg", default=os.path.join(HERE, "results", "pool.svg"),
-                    help="SVG chart output (default: Benchmarks/results/pool.svg)")
+    ap.add_argument("--md", help="markdown output (default: Benchmarks/results/<suite>.md, "
+                    "or report.md when the rows hold several suites)")
+    ap.add_argument("--svg", help="SVG chart output (default: Benchmarks/results/<suite>.svg, "
+                    "or report.svg)")
     opts = ap.parse_args(argv)
 
     rows = load_rows(opts.files)
@@ -294,6 +385,10 @@ def main(argv=None):
         print("report: no rows in " + ", ".join(opts.files), file=sys.stderr)
         return 1
     groups = group(rows)
+    suites = suites_of(groups)
+    stem = suites[0] if len(suites) == 1 and suites[0] else "report"
+    opts.md = opts.md or os.path.join(HERE, "results", stem + ".md")
+    opts.svg = opts.svg or os.path.join(HERE, "results", stem + ".svg")
     md = markdown(groups, opts.files)
     print(md)
     for path, text in ((opts.md, md + "\n"), (opts.svg, svg_chart(groups))):

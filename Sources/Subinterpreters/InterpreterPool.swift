@@ -161,6 +161,16 @@ public final class InterpreterPool: Service, Sendable {
         return PoolTask(job: job, promise: promise, pool: core)
     }
 
+    /// Submits work and reports its result to `completion`, on whichever thread finishes it (a
+    /// worker's, or the controller's for a timeout). For callers that are not async, such as an
+    /// event loop. Throws only if the pool is shut down.
+    public func submit<T: Sendable>(
+        timeout: Duration? = nil, _ body: @escaping @Sendable (PythonContext) throws -> T,
+        completion: @escaping @Sendable (Result<T, any Error>) -> Void
+    ) throws {
+        _ = try core.submit(timeout: timeout ?? configuration.timeout, deadlineStart: .submission, body: body, completion: completion)
+    }
+
     /// Runs `body` on a free worker's thread and returns its result. Cancelling the task drops
     /// the work if it is queued and interrupts it if it runs.
     public func withWorker<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PythonContext) throws -> T) async throws -> T {

@@ -148,6 +148,16 @@ public final class PythonContext {
         return try fromPython(object)
     }
 
+    /// Runs `body` with this interpreter's GIL released, so the interpreter's other threads can
+    /// run while this one waits (on a socket's back-pressure, say). `body` must not touch Python.
+    /// The corresponding C API is `PyEval_SaveThread` / `PyEval_RestoreThread`.
+    public func withGILReleased<T>(_ body: () throws -> T) rethrows -> T {
+        assertOnThread()
+        let saved = cpy_PyEval_SaveThread()
+        defer { cpy_PyEval_RestoreThread(saved) }
+        return try body()
+    }
+
     /// A Python object for a value.
     public func object(_ value: PythonValue) throws -> PythonObject {
         assertOnThread()
@@ -451,6 +461,11 @@ public final class PythonObject {
 
     /// Calls the object with values; the result stays a Python object.
     public func call(_ arguments: PythonValue..., keywords: KeyValuePairs<String, PythonValue> = [:]) throws -> PythonObject {
+        try call(arguments: arguments, keywords: keywords.map { ($0.key, $0.value) })
+    }
+
+    /// Calls the object with an array of positional arguments.
+    public func call(arguments: [PythonValue], keywords: [(String, PythonValue)] = []) throws -> PythonObject {
         context.assertOnThread()
         var objects: [OpaquePointer] = []
         defer { objects.forEach { cpy_decref($0) } }

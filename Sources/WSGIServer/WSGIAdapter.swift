@@ -1,0 +1,195 @@
+import Foundation
+
+/// The Python side of the WSGI server, run once in every worker interpreter (the pool's setup).
+/// It loads the app and turns one request into a response the host can send: PEP 3333's
+/// environ, `start_response` (with `exc_info`), `write()`, `wsgi.file_wrapper`, and response
+/// iterables pulled one non-empty chunk at a time, so generators stream.
+enum WSGIAdapter {
+    static func setup(app: String, multiprocess: Bool) -> String {
+        let literal = app.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
+        return #"""
+import sys as _sys, io as _io, importlib as _importlib
+from urllib.parse import unquote_to_bytes as _unquote_to_bytes
+
+def _load_app(spec):
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"the app must be given as MODULE:APP or MODULE:factory(), not {spec!r}")
+    target = _importlib.import_module(module_name)
+    call = attribute.endswith("()")
+    for part in (attribute[:-2] if call else attribute).split("."):
+        target = getattr(target, part)
+    if call:
+        target = target()
+    if not callable(target):
+        raise TypeError(f"{spec} is a {type(target).__name__}, not a WSGI application (a callable)")
+    return target
+
+_wsgi_app = _load_app('\#(literal)')
+_wsgi_multiprocess = \#(multiprocess ? "True" : "False")
+_wsgi_open = {}
+
+class _WSGIErrors:
+    """wsgi.errors: text goes to the server's log (the worker's stderr, line by line)."""
+    def write(self, text):
+        _sys.stderr.write(text)
+    def writelines(self, lines):
+        for line in lines:
+            _sys.stderr.write(line)
+    def flush(self):
+        pass
+
+_wsgi_errors = _WSGIErrors()
+
+class _FileWrapper:
+    """wsgi.file_wrapper: iterates a file-like object in blocks; close() closes it."""
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+    def __iter__(self):
+        return self
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+def _check_header_text(text, what):
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise ValueError(f"{what} contains CR, LF or NUL: {text!r}")
+
+class _Response:
+    __slots__ = ("status", "headers", "sent", "chunks", "iterator", "result")
+
+    def __init__(self):
+        self.status = None
+        self.headers = None
+        self.sent = False
+        self.chunks = []
+        self.iterator = None
+        self.result = None
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called a second time without exc_info")
+        _check_header_text(status, "the status")
+        if len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise ValueError(f"the status must look like '200 OK', not {status!r}")
+        if not isinstance(headers, list):
+            raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
+        for header in headers:
+            if not (isinstance(header, tuple) and len(header) == 2):
+                raise TypeError(f"each response header must be a (name, value) tuple, not {header!r}")
+            _check_header_text(header[0], "a header name")
+            _check_header_text(header[1], f"the value of header {header[0]!r}")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data):
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"write() needs bytes, not {type(data).__name__}")
+        if data:
+            self.chunks.append(bytes(data))
+            self.sent = True
+
+    def pull(self):
+        """Runs the iterable to its next non-empty chunk; returns (chunks, done)."""
+        if self.iterator is not None:
+            for data in self.iterator:
+                if not isinstance(data, (bytes, bytearray)):
+                    raise TypeError(f"the response iterable yielded {type(data).__name__}, not bytes")
+                if data:
+                    self.chunks.append(bytes(data))
+                    break
+            else:
+                self.iterator = None
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        self.sent = self.sent or bool(self.chunks) or self.iterator is None
+        chunks, self.chunks = self.chunks, []
+        return chunks, self.iterator is None
+
+    def close(self):
+        close = getattr(self.result, "close", None)
+        self.result = None
+        self.iterator = None
+        if close is not None:
+            close()
+
+def _wsgi_start(request_id, method, target, version, headers, body, server, client):
+    if target.startswith(("http://", "https://")):
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    path, _, query = target.partition("?")
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": _unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": server[0],
+        "SERVER_PORT": str(server[1]),
+        "SERVER_PROTOCOL": version,
+        "REMOTE_ADDR": client[0],
+        "REMOTE_PORT": str(client[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": _io.BytesIO(body),
+        "wsgi.errors": _wsgi_errors,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": _wsgi_multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": _FileWrapper,
+    }
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+            continue
+        key = "HTTP_" + key
+        environ[key] = environ[key] + "," + value if key in environ else value
+    response = _Response()
+    try:
+        response.result = _wsgi_app(environ, response.start_response)
+        response.iterator = iter(response.result)
+        chunks, done = response.pull()
+    except BaseException:
+        response.close()
+        raise
+    if done:
+        response.close()
+    else:
+        _wsgi_open[request_id] = response
+    return (int(response.status[:3]), response.status[4:], response.headers, chunks, done)
+
+def _wsgi_next(request_id):
+    response = _wsgi_open[request_id]
+    try:
+        chunks, done = response.pull()
+    except BaseException:
+        _wsgi_open.pop(request_id, None)
+        response.close()
+        raise
+    if done:
+        _wsgi_open.pop(request_id, None)
+        response.close()
+    return (chunks, done)
+
+def _wsgi_close(request_id):
+    response = _wsgi_open.pop(request_id, None)
+    if response is not None:
+        response.close()
+"""#
+    }
+}

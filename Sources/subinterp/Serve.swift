@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import Subinterpreters
+import UnixSignals
+import WSGIServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a WSGI app over HTTP/1.1 with one isolated sub-interpreter per worker.",
+        discussion: """
+            Every option can also come from the environment: SUBINTERP_WORKERS, SUBINTERP_BIND \
+            (comma-separated), SUBINTERP_CHDIR, SUBINTERP_PYTHON, SUBINTERP_TIMEOUT, \
+            SUBINTERP_MAX_REQUESTS, SUBINTERP_MAX_BODY, SUBINTERP_BACKLOG, SUBINTERP_ACCESS_LOG (1), \
+            SUBINTERP_LOG_LEVEL, SUBINTERP_METRICS_BIND. A flag wins over its variable.
+            SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: load the \
+            app again in fresh interpreters without dropping a request.
+            """)
+
+    @OptionGroup var python: PythonOptions
+    @Argument(help: "The app: MODULE:APP, or MODULE:factory() to call a factory.") var app: String
+    @Option(help: "Worker interpreters (default: CPU count).") var workers: Int?
+    @Option(help: "HOST:PORT to listen on; repeat for several (default 127.0.0.1:8000; port 0 picks a free one).") var bind: [String] = []
+    @Option(help: "Import the app from this directory.") var chdir: String?
+    @Option(help: "Interrupt a request that runs longer than this many seconds and answer 504 (default 30; 0 turns it off).") var timeout: Double?
+    @Option(help: "Replace a worker with a fresh interpreter after this many requests.") var maxRequests: Int?
+    @Option(help: "Answer 413 to request bodies larger than this many bytes (default 16 MiB).") var maxBody: Int?
+    @Option(help: "The listen backlog (default 2048).") var backlog: Int?
+    @Flag(help: "Print an access log line per request (Common Log Format) on stdout.") var accessLog = false
+    @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
+    @Option(help: "HOST:PORT for Prometheus metrics.") var metricsBind: String?
+
+    private func environment(_ name: String) -> String? {
+        let value = ProcessInfo.processInfo.environment["SUBINTERP_" + name]
+        return value?.isEmpty == false ? value : nil
+    }
+
+    private func number<T: LosslessStringConvertible>(_ flag: T?, _ name: String, _ option: String) throws -> T? {
+        if let flag { return flag }
+        guard let text = environment(name) else { return nil }
+        guard let value = T(text) else { throw ValidationError("SUBINTERP_\(name)=\(text) is not a valid value for \(option)") }
+        return value
+    }
+
+    func run() async throws {
+        let level = logLevel ?? environment("LOG_LEVEL") ?? "info"
+        guard let logLevel = Logger.Level(rawValue: level) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        let workers = try number(self.workers, "WORKERS", "--workers") ?? SystemInfo.cpuCount
+        let timeout = try number(self.timeout, "TIMEOUT", "--timeout") ?? 30
+        let maxRequests = try number(self.maxRequests, "MAX_REQUESTS", "--max-requests")
+        let maxBody = try number(self.maxBody, "MAX_BODY", "--max-body") ?? 16 << 20
+        let backlog = try number(self.backlog, "BACKLOG", "--backlog") ?? 2048
+        if workers < 1 { throw ValidationError("--workers must be at least 1") }
+        if timeout < 0 { throw ValidationError("--timeout must be >= 0 seconds") }
+        if maxBody < 0 { throw ValidationError("--max-body must be >= 0") }
+        let binds = bind.isEmpty ? (environment("BIND")?.split(separator: ",").map(String.init) ?? ["127.0.0.1:8000"]) : bind
+        let directory = chdir ?? environment("CHDIR")
+        if let directory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--chdir \(directory) is not a directory")
+            }
+            FileManager.default.changeCurrentDirectoryPath(directory)
+        }
+        let accessLog = self.accessLog || environment("ACCESS_LOG") == "1"
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let logger = Logger(label: "subinterp.serve")
+        let runtime = try python.start()
+        let configuration = WSGIServer.Configuration(
+            app: app, workers: workers, binds: binds, directory: FileManager.default.currentDirectoryPath,
+            timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil, maxRequests: maxRequests, maxBody: maxBody,
+            backlog: backlog, metricsBind: metricsBind ?? environment("METRICS_BIND"))
+        let printAccess: (@Sendable (String) -> Void)? = accessLog ? { @Sendable line in printLine(line) } : nil
+        let server = try await failing {
+            try await WSGIServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
+        }
+        let addresses = try await failing { try await server.start() }
+        var ready = "subinterp: serving \(app) on \(addresses.map(\.description).joined(separator: ", ")) with \(workers) worker interpreters"
+        if let metrics = server.metricsAddress { ready += "; metrics on \(metrics)/metrics" }
+        FileHandle.standardError.write(Data((ready + "\n").utf8))
+
+        let group = ServiceGroup(
+            services: [server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    do {
+                        try await server.reload()
+                    } catch {
+                        logger.error("reload failed; still serving the old interpreters", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            try await group.run()
+            tasks.cancelAll()
+        }
+        _ = runtime.finalize()
+    }
+}
