@@ -159,6 +159,9 @@ def _wsgi_start(request_id, method, target, version, headers, body, server, clie
             continue
         key = "HTTP_" + key
         environ[key] = environ[key] + "," + value if key in environ else value
+    if body and "CONTENT_LENGTH" not in environ:
+        # A chunked body was read whole, so its length is known: apps can read(CONTENT_LENGTH).
+        environ["CONTENT_LENGTH"] = str(len(body))
     response = _Response()
     try:
         response.result = _wsgi_app(environ, response.start_response)

@@ -70,6 +70,8 @@ public final class WSGIServer: Service, Sendable {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "--workers must be at least 1")
         }
+        for bind in configuration.binds { _ = try Self.parse(bind, flag: "--bind") }
+        if let metrics = configuration.metricsBind { _ = try Self.parse(metrics, flag: "--metrics-bind") }
         self.configuration = configuration
         let application = try await WSGIApplication(
             app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
