@@ -195,7 +195,8 @@ def group(rows):
 
     def wkey(k):
         suite, w = k
-        return (suite, known.index(w) if w in known else len(known), w)
+        return (list(SUITES).index(suite) if suite in SUITES else len(SUITES), suite,
+                known.index(w) if w in known else len(known), w)
 
     def rkey(r):
         n = r["runner"]

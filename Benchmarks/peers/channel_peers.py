@@ -187,7 +187,6 @@ class Link:
     send/recv are the timed operations; recv_control waits with a time-out.
     """
     name = ""
-    spin_ok = False
 
     def control(self, cmd):
         self.send(cmd)
@@ -256,7 +255,6 @@ class MpLink(Link):
 
 class BackportLink(Link):
     name = INTERP
-    spin_ok = True
 
     def __init__(self, syncobj=True):
         import importlib
