@@ -32,7 +32,7 @@ struct PoolBench: AsyncParsableCommand {
         let inputs = Array(repeating: PythonValue(24), count: 64)
         var serial: [Double] = []
         var parallel: [Double] = []
-        for _ in 0..<3 {
+        for _ in 0..<7 {
             serial.append(try await clock.measure {
                 _ = try await pool.withWorker { python in
                     try python.exec("for _ in range(64): fib(24)")
@@ -44,13 +44,14 @@ struct PoolBench: AsyncParsableCommand {
         }
         let speedup = median(serial) / median(parallel)
         rows.append(Row(suite: "pool", workload: "fib24x64", value: median(parallel), unit: "s", speedup: speedup,
-                        note: String(format: "serial in one interpreter: %.3f s", median(serial))))
+                        note: String(format: "median of 7 (min %.3f s); serial in one interpreter, same runs interleaved: median %.3f s, min %.3f s",
+                                     parallel.min()!, median(serial), serial.min()!)))
         log(String(format: "fib24x64: %.3f s (serial %.3f s, %.2fx)", median(parallel), median(serial), speedup))
 
         // (b) trivial calls: through map, and one awaited call at a time.
         let trivial = (0..<mapCalls).map { PythonValue($0) }
         var mapTimes: [Double] = []
-        for _ in 0..<3 {
+        for _ in 0..<5 {
             mapTimes.append(try await clock.measure {
                 for try await _ in pool.map("noop", trivial) {}
             }.seconds)
@@ -59,7 +60,7 @@ struct PoolBench: AsyncParsableCommand {
         rows.append(Row(suite: "pool", workload: "map-trivial", value: mapPerCall, unit: "us/call", note: "adaptive chunks"))
         log(String(format: "map: %.2f µs/call", mapPerCall))
         var callTimes: [Double] = []
-        for _ in 0..<3 {
+        for _ in 0..<5 {
             callTimes.append(try await clock.measure {
                 for i in 0..<singleCalls { _ = try await pool.call("noop", PythonValue(i)) }
             }.seconds)
