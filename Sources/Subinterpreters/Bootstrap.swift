@@ -11,10 +11,11 @@ import subinterp
 # the init corrupts state shared with other interpreters; 3.13's _datetime shares objects
 # between interpreters, and ending two that imported it crashes the process
 # (python/cpython#136423, #119450). They are refused up front with CPython's own message;
-# datetime, decimal and xml.etree then use their pure-Python implementations.
+# datetime, decimal and xml.etree then use their pure-Python implementations. _zoneinfo goes
+# with _datetime: it needs the C datetime's capsule, and refused, zoneinfo falls back to Python.
 _UNSAFE_EXTENSIONS = (
-    frozenset({"_datetime"}) if sys.version_info >= (3, 13)
-    else frozenset({"_datetime", "_decimal", "_ctypes", "pyexpat", "_elementtree"}))
+    frozenset({"_datetime", "_zoneinfo"}) if sys.version_info >= (3, 13)
+    else frozenset({"_datetime", "_zoneinfo", "_decimal", "_ctypes", "pyexpat", "_elementtree"}))
 
 class _RefuseUnsafeExtensions:
     @staticmethod

@@ -50,7 +50,9 @@ public enum ModuleCheck {
             return Result(module: module, outcome: .ok)
         } catch let error as SubinterpreterError {
             if error.code == .incompatibleExtensionModule, let name = error.moduleName {
-                let message = error.pythonException?.message ?? error.message
+                // CPython's own words: a package's ImportError around it (numpy's is 20 lines) would
+                // break the one-line-per-module output.
+                let message = "module \(name) does not support loading in subinterpreters"
                 return Result(module: module, outcome: .incompatible(extensionModule: name, message: message))
             }
             if let exception = error.pythonException {

@@ -1,6 +1,7 @@
 import BigInt
 import CPython
 import Foundation
+import Synchronization
 
 /// Access to one interpreter's Python objects, valid only inside a closure the interpreter runs
 /// on its own thread (`Interpreter.withPython`). Not `Sendable`: it cannot leave that closure.
@@ -36,7 +37,7 @@ public final class PythonContext {
         guard let main = cpy_PyImport_AddModule("__main__") else { throw takeError() }  // borrowed
         let mainDict = cpy_PyModule_GetDict(main)!
         cpy_incref(mainDict)  // held even if user code removes __main__ from sys.modules
-        let code = try compile(Bootstrap.source, filename: "<subinterp bootstrap>", mode: .file)
+        let code = try bootstrapCode()
         let globals = try own(cpy_PyDict_New())
         defer { cpy_decref(globals) }
         if let builtinsModule = cpy_PyImport_ImportModule("builtins") {
@@ -57,6 +58,33 @@ public final class PythonContext {
             pickleDumps: try attribute("_pickle_dumps"), pickleLoads: try attribute("_pickle_loads"),
             cancelledType: try attribute("CancelledError"), mainDict: mainDict)
     }
+
+    /// The compiled bootstrap. Compiling it takes a few milliseconds of every interpreter's start,
+    /// so the first interpreter marshals the code object and later ones load that (code objects
+    /// cannot be shared between interpreters; their marshalled bytes can).
+    private func bootstrapCode() throws -> OpaquePointer {
+        if let cached = Self.marshalledBootstrap.withLock({ $0 }) {
+            let code = cached.withUnsafeBufferPointer {
+                $0.withMemoryRebound(to: CChar.self) { cpy_PyMarshal_ReadObjectFromString($0.baseAddress, $0.count) }
+            }
+            if let code { return code }
+            cpy_PyErr_Clear()
+        }
+        let code = try compile(Bootstrap.source, filename: "<subinterp bootstrap>", mode: .file)
+        if let data = cpy_PyMarshal_WriteObjectToString(code, 4) {
+            var buffer: UnsafeMutablePointer<CChar>?
+            var length = 0
+            if cpy_PyBytes_AsStringAndSize(data, &buffer, &length) == 0, let buffer {
+                let bytes = Array(UnsafeRawBufferPointer(start: buffer, count: length))
+                Self.marshalledBootstrap.withLock { $0 = bytes }
+            }
+            cpy_decref(data)
+        }
+        cpy_PyErr_Clear()
+        return code
+    }
+
+    private static let marshalledBootstrap = Mutex<[UInt8]?>(nil)
 
     /// Drains line-buffered output and drops cached objects; the interpreter is about to end.
     func tearDown() {
@@ -178,6 +206,14 @@ public final class PythonContext {
     func resolveRaw(_ name: String) throws -> OpaquePointer {
         let key = try own(string: name)
         defer { cpy_decref(key) }
+        // Fast path for a global of __main__ (the common case on hot paths): one dict lookup.
+        if !name.utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: ":") }) {
+            if let found = cpy_PyDict_GetItemWithError(h.mainDict, key) {
+                cpy_incref(found)
+                return found
+            }
+            cpy_PyErr_Clear()
+        }
         return try own(callRaw(h.resolve, [key]))
     }
 

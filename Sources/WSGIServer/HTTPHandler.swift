@@ -107,7 +107,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "date", value: HTTPDate.now)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: payload)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -175,7 +176,8 @@ final class Responder: WSGIResponder, @unchecked Sendable {
         var fields = HTTPHeaders(headers)
         if !fields.contains(name: "date") { fields.add(name: "date", value: HTTPDate.now) }
         if !keepAlive { fields.replaceOrAdd(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: version, status: .custom(code: UInt(status), reasonPhrase: reason), headers: fields)
+        // `init(statusCode:)` maps 204, 304 and 1xx to NIO's cases, which know they carry no body.
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: fields)
         let loopBound = self.loopBound
         eventLoop.execute {
             let context = loopBound.value
@@ -218,8 +220,9 @@ final class Responder: WSGIResponder, @unchecked Sendable {
         let keepAlive = self.keepAlive
         eventLoop.execute {
             let context = loopBound.value
+            let channel = context.channel
             context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
+                if !keepAlive { channel.close(promise: nil) }
             }
         }
     }
@@ -246,7 +249,8 @@ final class Responder: WSGIResponder, @unchecked Sendable {
             context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(
                 version: version, status: .custom(code: UInt(status), reasonPhrase: reason), headers: headers))), promise: nil)
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(context.channel.allocator.buffer(string: payload)))), promise: nil)
-            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

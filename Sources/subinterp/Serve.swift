@@ -57,13 +57,15 @@ struct Serve: AsyncParsableCommand {
         if timeout < 0 { throw ValidationError("--timeout must be >= 0 seconds") }
         if maxBody < 0 { throw ValidationError("--max-body must be >= 0") }
         let binds = bind.isEmpty ? (environment("BIND")?.split(separator: ",").map(String.init) ?? ["127.0.0.1:8000"]) : bind
+        // Python first: a relative --python is relative to where the command was started.
+        let runtime = try python.start()
         let directory = chdir ?? environment("CHDIR")
         if let directory {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw ValidationError("--chdir \(directory) is not a directory")
             }
-            FileManager.default.changeCurrentDirectoryPath(directory)
+            _ = FileManager.default.changeCurrentDirectoryPath(directory)
         }
         let accessLog = self.accessLog || environment("ACCESS_LOG") == "1"
 
@@ -73,7 +75,6 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "subinterp.serve")
-        let runtime = try python.start()
         let configuration = WSGIServer.Configuration(
             app: app, workers: workers, binds: binds, directory: FileManager.default.currentDirectoryPath,
             timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil, maxRequests: maxRequests, maxBody: maxBody,

@@ -234,7 +234,9 @@ typedef struct {
     X(PyObject *, PyMemoryView_FromObject, (PyObject *o), (o)) \
     X(int, PyModule_AddType, (PyObject *module, PyTypeObject *type), (module, type)) \
     X(PyObject *, PyObject_GenericGetAttr, (PyObject *o, PyObject *name), (o, name)) \
-    X(PyObject *, PyNumber_Negative, (PyObject *o), (o))
+    X(PyObject *, PyNumber_Negative, (PyObject *o), (o)) \
+    X(PyObject *, PyMarshal_WriteObjectToString, (PyObject *o, int version), (o, version)) \
+    X(PyObject *, PyMarshal_ReadObjectFromString, (const char *data, Py_ssize_t length), (data, length))
 
 // Each function is a pointer `cpy_ptr_NAME`, filled by `cpy_load`, and a wrapper `cpy_NAME` that
 // Swift calls (Swift cannot call through a mutable C global under strict concurrency).
