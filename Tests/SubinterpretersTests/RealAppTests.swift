@@ -479,3 +479,19 @@ enum HTTPClient {
         return response
     }
 }
+
+/// `subinterp check` against real packages in the test virtual environment.
+@Suite struct CheckInVirtualEnvironmentTests {
+    @Test func pureStackIsOkAndRefusingExtensionsAreNamed() throws {
+        let python = try ServedApp.venvPython()
+        let result = try CLI.run(["check", "--python", python, "--json", "flask", "numpy", "pydantic_core", "orjson"])
+        #expect(result.status == 1)
+        let lines = result.stdout.split(separator: "\n").map {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String]) ?? [:]
+        }
+        #expect(lines.map { $0["status"] } == ["ok", "incompatible", "incompatible", "incompatible"])
+        #expect(lines[1]["extension_module"] == "numpy._core._multiarray_umath")
+        #expect(lines[2]["extension_module"] == "pydantic_core._pydantic_core")
+        #expect(lines[3]["extension_module"] == "orjson.orjson")
+    }
+}
