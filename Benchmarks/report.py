@@ -38,6 +38,9 @@ SUITES = {
     "channels": ("Channel benchmarks",
                  "Channel benchmarks: subinterp.Queue and SharedBuffer vs Python's queues",
                  ["subinterp.Queue", "subinterp.SharedBuffer"]),
+    "serve": ("WSGI server benchmarks",
+              "WSGI servers: subinterp serve vs Granian and gunicorn (2 workers unless -1w)",
+              ["subinterp serve"]),
 }
 
 # Known workloads: title, what is measured, and whether lower values are better.
@@ -103,6 +106,8 @@ def load_rows(paths):
                 warn(f"{path}: skipping a malformed row: {r!r}")
                 continue
             key = (r.get("suite", ""), r["workload"], r["runner"])
+            if r.get("metric"):  # serve suite: several metrics per run
+                key += (r["metric"],)
             if key in by_key:
                 warn(f"{path}: {r['workload']} / {r['runner']} appears twice; using the later row")
             by_key[key] = r
@@ -370,6 +375,178 @@ def svg_chart(groups):
     ])
 
 
+# --------------------------------------------------------------------------- serve suite
+# Rows of the serve suite (Benchmarks/serve/serve_bench.py) carry a "metric" field: one run
+# (workload × runner) gives five rows, "req/s", "p50 ms", "p99 ms", "errors" and "RSS MiB".
+# They are rendered as one table per workload, one line per runner.
+
+SERVE_METRICS = ["req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
+SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "Granian", "gunicorn sync",
+                 "gunicorn gthread"]
+SERVE_WORKLOADS = {
+    "hello": ("plain WSGI hello world", "a 14-byte text/plain body with Content-Length"),
+    "hello-1w": ("plain WSGI hello world, 1 worker", "as hello, with one worker"),
+    "flask-json": ("Flask JSON", "a Flask view returning a small JSON object (jsonify)"),
+    "flask-cpu": ("Flask + ~1–2 ms of pure-Python CPU work",
+                  "a Flask view running a fixed 20,000-iteration pure-Python loop, then jsonify"),
+    "flask-cpu-1w": ("Flask + CPU work, 1 worker", "as flask-cpu, with one worker"),
+    "stream-1mb": ("1 MiB streamed", "a WSGI generator yielding 16 × 64 KiB, no Content-Length "
+                   "(wrk -c8 instead of -c32)"),
+}
+
+
+def serve_runs(rows):
+    """{workload: {runner: {metric: row}}} in a stable order."""
+    runs = {}
+    for r in rows:
+        runs.setdefault(r["workload"], {}).setdefault(r["runner"], {})[r.get("metric") or "req/s"] = r
+    known = list(SERVE_WORKLOADS)
+    order = sorted(runs, key=lambda w: (known.index(w) if w in known else len(known), w))
+    return {w: dict(sorted(runs[w].items(), key=lambda kv: (
+        SERVE_RUNNERS.index(kv[0]) if kv[0] in SERVE_RUNNERS else len(SERVE_RUNNERS), kv[0])))
+        for w in order}
+
+
+def serve_value(metrics, name):
+    r = metrics.get(name)
+    return r["value"] if r is not None and ok(r) else None
+
+
+def serve_error(metrics):
+    return next((r.get("error") for r in metrics.values() if r.get("error")), None)
+
+
+def serve_base(by_runner):
+    return next((m for n, m in by_runner.items() if n.startswith(BASELINE_PREFIX)
+                 and is_number(serve_value(m, "req/s"))), None)
+
+
+def serve_markdown(rows, sources):
+    runs = serve_runs(rows)
+    out = ["# " + SUITES["serve"][0], ""]
+    out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
+               + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
+    out.append("Every server runs the same app from `Benchmarks/serve/apps.py` on 127.0.0.1, "
+               "measured with `wrk -t2 -c32 -d10s --latency` after a 2 s warm-up (stream-1mb: -c8). "
+               "*errors* = non-2xx/3xx responses + socket errors; *RSS* = VmRSS summed over the "
+               "server process and all its descendants when wrk ends. "
+               "The ratio columns are oriented so that **above 1× means `subinterp serve` is better**: "
+               "req/s: subinterp ÷ runner; RSS: runner ÷ subinterp.")
+    out.append("")
+    for workload, by_runner in runs.items():
+        title, what = SERVE_WORKLOADS.get(workload, (workload, ""))
+        out.append(f"## {workload}: {title}")
+        out.append("")
+        if what:
+            out.append(what + ".")
+            out.append("")
+        base = serve_base(by_runner)
+        head = ["runner", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
+        if base:
+            head += ["req/s: subinterp ÷ runner", "RSS: runner ÷ subinterp"]
+        head.append("note")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|")
+        for runner, m in by_runner.items():
+            name = f"**{runner}**" if runner.startswith(BASELINE_PREFIX) else runner
+            err = serve_error(m)
+            if err:
+                cells = [name] + ["failed"] + [""] * 4
+            else:
+                cells = [name] + [fmt(serve_value(m, k)) if k != "errors" or serve_value(m, k) is None
+                                  else f"{serve_value(m, k):,.0f}" for k in SERVE_METRICS]
+            if base:
+                rps, b_rps = serve_value(m, "req/s"), serve_value(base, "req/s")
+                rss, b_rss = serve_value(m, "RSS MiB"), serve_value(base, "RSS MiB")
+                cells.append(fmt_ratio(b_rps / rps) if not err and rps and b_rps else "")
+                cells.append(fmt_ratio(rss / b_rss) if not err and rss and b_rss else "")
+            first = m.get("req/s") or next(iter(m.values()))
+            note = err and f"error: {err}" or first.get("note") or ""
+            cells.append(str(note).replace("|", "\\|").replace("\n", " "))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def serve_svg(rows):
+    """Horizontal bars of req/s per workload (longer wins), p99 and RSS in the labels."""
+    runs = serve_runs(rows)
+    W, label_w, bar_max, row_h, bar_h, top = 1100, 240, 360, 24, 16, 76
+    bar_x = label_w + 12
+    swift_color, peer_color = "#d95f02", "#3b75af"
+    parts, y = [], top
+    for workload, by_runner in runs.items():
+        title, _ = SERVE_WORKLOADS.get(workload, (workload, ""))
+        parts.append(f'<text x="16" y="{y}" class="h">{esc(workload)}: {esc(title)}</text>')
+        parts.append(f'<text x="{W - 16}" y="{y}" class="b" text-anchor="end">'
+                     f'req/s · HIGHER is better (longer bar wins)</text>')
+        y += 8
+        vmax = max((serve_value(m, "req/s") or 0 for m in by_runner.values()), default=0) or 1
+        base = serve_base(by_runner)
+        for runner, m in by_runner.items():
+            y += row_h
+            cy = y - bar_h / 2 - 4
+            mine = runner.startswith(BASELINE_PREFIX)
+            weight = ' font-weight="bold"' if mine else ""
+            parts.append(f'<text x="{label_w}" y="{y - 8}" class="l" text-anchor="end"{weight}>'
+                         f'{esc(runner)}</text>')
+            v, err = serve_value(m, "req/s"), serve_error(m)
+            if err or v is None:
+                msg = str(err or "no value")
+                msg = msg if len(msg) <= 80 else msg[:77] + "…"
+                parts.append(f'<text x="{bar_x}" y="{y - 8}" class="err">failed: {esc(msg)}</text>')
+                continue
+            w = max(2.0, bar_max * v / vmax) if v > 0 else 0
+            parts.append(f'<rect x="{bar_x}" y="{cy - bar_h / 2:.1f}" width="{w:.1f}" '
+                         f'height="{bar_h}" fill="{swift_color if mine else peer_color}" rx="2"/>')
+            extras = []
+            p99, rss, errs = (serve_value(m, k) for k in ("p99 ms", "RSS MiB", "errors"))
+            if p99 is not None:
+                extras.append(f"p99 {fmt(p99)} ms")
+            if rss is not None:
+                extras.append(f"{fmt(rss)} MiB")
+            if errs:
+                extras.append(f"{errs:,.0f} errors")
+            if base is not None and m is not base and v:
+                x = serve_value(base, "req/s") / v
+                extras.append("≈ subinterp" if 0.995 <= x < 1.005
+                              else f"subinterp {fmt_ratio(x)} faster" if x >= 1
+                              else f"{fmt_ratio(1 / x)} faster than subinterp")
+            label = f"{fmt(v)} req/s" + (f"  ({', '.join(extras)})" if extras else "")
+            if bar_x + w + 6 + 7.0 * len(label) <= W - 8 or 7.0 * len(label) > w - 12:
+                parts.append(f'<text x="{bar_x + w + 6:.1f}" y="{y - 8}" class="v">{esc(label)}</text>')
+            else:
+                parts.append(f'<text x="{bar_x + w - 6:.1f}" y="{y - 8}" class="v" fill="white" '
+                             f'text-anchor="end">{esc(label)}</text>')
+        y += 40
+    H = y - 10
+    legend = [("subinterp serve (sub-interpreters in one process)", swift_color),
+              ("Granian / gunicorn (worker processes)", peer_color)]
+    leg, lx = [], 16
+    for name, color in legend:
+        leg.append(f'<rect x="{lx}" y="29" width="12" height="12" fill="{color}" rx="2"/>')
+        leg.append(f'<text x="{lx + 18}" y="40" class="b">{esc(name)}</text>')
+        lx += 18 + 7.2 * len(name) + 24
+    return "\n".join([
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'viewBox="0 0 {W} {H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">',
+        "<style>"
+        ".t{font-size:18px;font-weight:bold;fill:#222}"
+        ".h{font-size:15px;font-weight:bold;fill:#222}"
+        ".b{font-size:12px;fill:#555}"
+        ".l{font-size:13px;fill:#222}"
+        ".v{font-size:12px}"
+        ".err{font-size:12px;fill:#c62828}"
+        "</style>",
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+        f'<text x="16" y="22" class="t">{esc(SUITES["serve"][1])}</text>',
+        *leg,
+        *parts,
+        "</svg>",
+        "",
+    ])
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -385,14 +562,19 @@ def main(argv=None):
     if not rows:
         print("report: no rows in " + ", ".join(opts.files), file=sys.stderr)
         return 1
-    groups = group(rows)
-    suites = suites_of(groups)
+    serve_rows = [r for r in rows if r.get("suite") == "serve"]
+    groups = group([r for r in rows if r.get("suite") != "serve"])
+    suites = suites_of(groups) + (["serve"] if serve_rows else [])
     stem = suites[0] if len(suites) == 1 and suites[0] else "report"
     opts.md = opts.md or os.path.join(HERE, "results", stem + ".md")
     opts.svg = opts.svg or os.path.join(HERE, "results", stem + ".svg")
-    md = markdown(groups, opts.files)
+    md = "\n\n".join(([markdown(groups, opts.files)] if groups else [])
+                     + ([serve_markdown(serve_rows, opts.files)] if serve_rows else []))
+    if groups and serve_rows:
+        warn("the chart shows the pool/channels rows only; chart the serve rows on their own")
+    svg = svg_chart(groups) if groups else serve_svg(serve_rows)
     print(md)
-    for path, text in ((opts.md, md + "\n"), (opts.svg, svg_chart(groups))):
+    for path, text in ((opts.md, md + "\n"), (opts.svg, svg)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

@@ -34,6 +34,10 @@ public final class InterpreterPool: Service, Sendable {
         public var timeout: Duration?
         /// Whether worker output is line-atomic (see `InterpreterOptions.lineAtomicOutput`).
         public var lineAtomicOutput: Bool
+        /// How long an idle worker watches for the next call before it sleeps (see
+        /// `InterpreterOptions.idleSpin`): worth it for calls awaited one at a time, not when every
+        /// core is busy anyway.
+        public var idleSpin: Duration = .microseconds(50)
 
         public init(
             workers: Int = SystemInfo.cpuCount, setup: String? = nil, path: [String] = [], maxTasksPerWorker: Int? = nil,

@@ -19,6 +19,10 @@ public struct InterpreterOptions: Sendable {
     /// Python statements run in `__main__` once the interpreter is set up, before any other work
     /// (imports, configuration). If they raise, creating the interpreter fails with their traceback.
     public var setup: String?
+    /// How long the interpreter's thread watches for new work before it sleeps. Spinning saves
+    /// a wake-up when calls come one after another (a caller awaiting each call); it costs CPU
+    /// that other threads could use when the cores are busy (a server). Zero turns it off.
+    public var idleSpin: Duration = .microseconds(50)
 
     public init(
         workerIndex: Int = 0, workerCount: Int = 1, lineAtomicOutput: Bool = true, path: [String] = [],
@@ -188,8 +192,8 @@ final class InterpreterThread: @unchecked Sendable {
     /// Watches the queue for a moment before sleeping: a caller awaiting one call at a time
     /// usually sends the next within microseconds, and catching it here saves a futex wake-up
     /// on each side. Returns whether work arrived.
-    private func spinForWork() -> Bool {
-        let deadline = ContinuousClock.now + .microseconds(50)
+    private func spinForWork(_ duration: Duration) -> Bool {
+        let deadline = ContinuousClock.now + duration
         while true {
             for _ in 0..<64 where queued.load(ordering: .acquiring) > 0 { return true }
             if ContinuousClock.now > deadline { return false }
@@ -234,7 +238,7 @@ final class InterpreterThread: @unchecked Sendable {
             if job == nil, let feeder = currentFeeder, let work = feeder.nextWork(for: self) {
                 job = .work(work)
             }
-            if job == nil, spinForWork() {
+            if job == nil, options.idleSpin > .zero, spinForWork(options.idleSpin) {
                 job = take(wait: false)
             }
             if job == nil {

@@ -19,16 +19,19 @@ final class PoolController: @unchecked Sendable {
     func schedule(_ job: PoolJob, at: ContinuousClock.Instant, core: PoolCore) {
         condition.lock()
         defer { condition.unlock() }
-        let position = deadlines.firstIndex { $0.at > at } ?? deadlines.endIndex
+        let position = deadlines.lastIndex { $0.at <= at }.map { $0 + 1 } ?? 0
         deadlines.insert((at, job, core), at: position)
         startIfNeeded()
-        condition.signal()
+        // Only a new earliest deadline changes when the controller must wake; waking it for
+        // every call would cost a context switch per call.
+        if position == 0 { condition.signal() }
     }
 
     /// Forgets the deadline of a job that finished.
     func unschedule(_ job: PoolJob) {
         condition.lock()
         defer { condition.unlock() }
+        // Jobs mostly finish in the order they were scheduled: the entry is near the front.
         if let index = deadlines.firstIndex(where: { $0.job === job }) { deadlines.remove(at: index) }
     }
 

@@ -71,9 +71,11 @@ final class PoolCore: WorkFeeder, Sendable {
     }
 
     func options(index: Int) -> InterpreterOptions {
-        InterpreterOptions(
+        var options = InterpreterOptions(
             workerIndex: index, workerCount: configuration.workers, lineAtomicOutput: configuration.lineAtomicOutput,
             path: configuration.path, setup: configuration.setup)
+        options.idleSpin = configuration.idleSpin
+        return options
     }
 
     /// Adds a started worker; it then pulls work itself.
@@ -94,6 +96,11 @@ final class PoolCore: WorkFeeder, Sendable {
             }
             let job = PoolJob(id: state.nextID, timeout: timeout, deadlineStart: deadlineStart, body: body, completion: completion)
             state.nextID += 1
+            // The deadline goes in before any worker can see the job: scheduled after, a job that
+            // already finished would leave its deadline behind until it expired.
+            if let timeout, deadlineStart == .submission {
+                controller.schedule(job, at: .now + timeout, core: self)
+            }
             if let worker = state.idle.popLast() {
                 job.worker = worker
                 state.running += 1
@@ -102,9 +109,6 @@ final class PoolCore: WorkFeeder, Sendable {
             }
             state.pending.append(job)
             return (job, nil)
-        }
-        if let timeout, deadlineStart == .submission {
-            controller.schedule(job, at: .now + timeout, core: self)
         }
         if let worker = handOff, !worker.thread.submit(work(job, on: worker)) {
             // The worker is ending (only during shutdown): report instead of losing the job.
@@ -163,7 +167,7 @@ final class PoolCore: WorkFeeder, Sendable {
         }
         let memoryBefore = configuration.maxMemoryPerWorker == nil ? 0 : statm.residentBytes()
         let started = ContinuousClock.now
-        let failed = job.run(context)
+        let (failed, report) = job.run(context)
         let elapsed = ContinuousClock.now - started
         thread.currentJob.store(0, ordering: .releasing)
         if job.timeout != nil { controller.unschedule(job) }
@@ -198,6 +202,7 @@ final class PoolCore: WorkFeeder, Sendable {
             logger.debug("recycling worker", metadata: ["worker": "\(worker.index)", "reason": "\(reason)"])
             return true
         }
+        report()
         if retire { replace(worker) }
     }
 

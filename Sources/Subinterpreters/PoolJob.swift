@@ -24,8 +24,9 @@ final class PoolJob: Sendable {
     private let state = Atomic<UInt8>(State.queued.rawValue)
     /// Set by the controller once `subinterp.CancelledError` was raised in the job's code.
     let interruptSent = Atomic<Bool>(false)
-    /// Runs the work on a worker's thread and reports through `finish`; returns whether it failed.
-    private let body: @Sendable (PythonContext, PoolJob) -> Bool
+    /// Runs the work on a worker's thread; returns whether it failed and how to report the result
+    /// (a no-op if the job was cancelled meanwhile).
+    private let body: @Sendable (PythonContext, PoolJob) -> (failed: Bool, report: @Sendable () -> Void)
     private let fail: @Sendable (any Error) -> Void
     /// The worker running this job, once dispatched (guarded by the pool's lock).
     nonisolated(unsafe) var worker: PoolWorker?
@@ -40,9 +41,10 @@ final class PoolJob: Sendable {
         self.deadlineStart = deadlineStart
         self.body = { context, job in
             let result = Result { try body(context) }
-            if job.finish() { completion(result) }
-            if case .failure = result { return true }
-            return false
+            let failed: Bool
+            if case .failure = result { failed = true } else { failed = false }
+            guard job.finish() else { return (failed, {}) }
+            return (failed, { completion(result) })
         }
         self.fail = { completion(.failure($0)) }
     }
@@ -54,8 +56,9 @@ final class PoolJob: Sendable {
         state.compareExchange(expected: State.queued.rawValue, desired: State.running.rawValue, ordering: .acquiringAndReleasing).exchanged
     }
 
-    /// Runs the body on the worker's thread; returns whether it failed.
-    func run(_ context: PythonContext) -> Bool { body(context, self) }
+    /// Runs the body on the worker's thread. The caller reports the result after its own
+    /// bookkeeping, so counters are up to date by the time the submitter sees the result.
+    func run(_ context: PythonContext) -> (failed: Bool, report: @Sendable () -> Void) { body(context, self) }
 
     /// running → finished; false if the job was cancelled while it ran (its result is dropped).
     private func finish() -> Bool {

@@ -171,18 +171,25 @@ final class Responder: WSGIResponder, @unchecked Sendable {
         }
     }
 
+    /// The head, until it goes out with the first body chunk or the end. Only the worker's
+    /// thread touches it (calls come in order from one job).
+    private var pendingHead: HTTPResponseHead?
+
     func head(status: Int, reason: String, headers: [(String, String)]) {
         lock.withLock { headSent = true }
         var fields = HTTPHeaders(headers)
         if !fields.contains(name: "date") { fields.add(name: "date", value: HTTPDate.now) }
         if !keepAlive { fields.replaceOrAdd(name: "connection", value: "close") }
         // `init(statusCode:)` maps 204, 304 and 1xx to NIO's cases, which know they carry no body.
-        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: fields)
-        let loopBound = self.loopBound
-        eventLoop.execute {
-            let context = loopBound.value
-            context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
-        }
+        pendingHead = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status, reasonPhrase: reason), headers: fields)
+    }
+
+    private func buffer(_ chunks: [[UInt8]], _ allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let size = chunks.reduce(0) { $0 + $1.count }
+        guard size > 0 else { return nil }
+        var buffer = allocator.buffer(capacity: size)
+        for chunk in chunks { buffer.writeBytes(chunk) }
+        return buffer
     }
 
     func body(_ chunks: [[UInt8]], waiting: (() -> Void) -> Void) {
@@ -194,10 +201,12 @@ final class Responder: WSGIResponder, @unchecked Sendable {
             return pendingBytes > Self.highWater && !closed
         }
         let loopBound = self.loopBound
+        let head = pendingHead
+        pendingHead = nil
         eventLoop.execute { [self] in
             let context = loopBound.value
-            var buffer = context.channel.allocator.buffer(capacity: size)
-            for chunk in chunks { buffer.writeBytes(chunk) }
+            if let head { context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil) }
+            let buffer = self.buffer(chunks, context.channel.allocator)!
             context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer)))).whenComplete { _ in
                 self.lock.withLock {
                     self.pendingBytes -= size
@@ -214,12 +223,22 @@ final class Responder: WSGIResponder, @unchecked Sendable {
         }
     }
 
-    func end() {
-        lock.withLock { done = true }
+    func end(_ chunks: [[UInt8]]) {
+        let size = chunks.reduce(0) { $0 + $1.count }
+        lock.withLock {
+            done = true
+            bytesSent += size
+        }
         let loopBound = self.loopBound
         let keepAlive = self.keepAlive
-        eventLoop.execute {
+        let head = pendingHead
+        pendingHead = nil
+        eventLoop.execute { [self] in
             let context = loopBound.value
+            if let head { context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil) }
+            if let buffer = self.buffer(chunks, context.channel.allocator) {
+                context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+            }
             let channel = context.channel
             context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
                 if !keepAlive { channel.close(promise: nil) }

@@ -22,10 +22,12 @@ struct WSGIRequest: Sendable {
 protocol WSGIResponder: Sendable {
     /// Whether the client went away (the worker then stops iterating and closes the iterable).
     var isClosed: Bool { get }
+    /// Sets the response head; it goes out with the first body chunk or the end.
     func head(status: Int, reason: String, headers: [(String, String)])
     /// Sends body chunks; returns once the connection has room for more.
     func body(_ chunks: [[UInt8]], waiting: (() -> Void) -> Void)
-    func end()
+    /// Sends the last chunks and ends the response (with the head, if it has not gone out).
+    func end(_ chunks: [[UInt8]])
     /// The request failed: an error response if nothing was sent yet, else the connection closes.
     func fail(status: Int, reason: String)
 }
@@ -44,9 +46,12 @@ final class WSGIApplication: Sendable {
         self.app = app
         self.logger = logger
         self.timeout = timeout
-        let configuration = InterpreterPool.Configuration(
+        var configuration = InterpreterPool.Configuration(
             workers: workers, setup: WSGIAdapter.setup(app: app, multiprocess: workers > 1), path: path,
             maxTasksPerWorker: maxRequests)
+        // Under load the event loops need every core; a spinning idle worker would take one
+        // (measured here: hello world 26k req/s with a 50 µs spin, 28–31k without).
+        configuration.idleSpin = .zero
         do {
             pool = try await InterpreterPool(configuration: configuration, runtime: runtime, logger: logger)
         } catch let error as SubinterpreterError {
@@ -121,12 +126,18 @@ final class WSGIApplication: Sendable {
         var chunks = firstChunks
         var finished = done
         while true {
-            if !isHead, !chunks.isEmpty {
-                responder.body(chunks.compactMap { if case .bytes(let b) = $0 { return b } else { return nil } }) { wait in
-                    python.withGILReleased(wait)
-                }
+            let bytes = isHead ? [] : chunks.compactMap { chunk -> [UInt8]? in
+                if case .bytes(let b) = chunk { return b }
+                return nil
             }
-            if finished { break }
+            if finished {
+                // Head, body and end in one hop to the event loop: most responses are one chunk.
+                responder.end(bytes)
+                return status
+            }
+            if !bytes.isEmpty {
+                responder.body(bytes) { wait in python.withGILReleased(wait) }
+            }
             if responder.isClosed {
                 _ = try python.resolve("_wsgi_close").call(arguments: [PythonValue(id)])
                 return 499
@@ -138,7 +149,5 @@ final class WSGIApplication: Sendable {
             chunks = list
             finished = end
         }
-        responder.end()
-        return status
     }
 }
