@@ -82,6 +82,14 @@ final class LiveServer {
 
         from wsgiref.validate import validator
         validated = validator(app)
+
+        FACTORY_CALLS = []
+        def create_app():
+            FACTORY_CALLS.append(1)
+            def factory_app(environ, start_response):
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [f"made {len(FACTORY_CALLS)} time(s) in this worker".encode()]
+            return factory_app
         """#
 
     init(_ arguments: [String] = [], app: String = "liveapp:app") throws {
@@ -445,6 +453,13 @@ final class RawHTTP {
         #expect(metrics.text.contains("subinterp_requests_total{status=\"500\"} 1"))
         #expect(metrics.text.contains("subinterp_request_duration_seconds_count 2"))
         #expect(metrics.text.contains("subinterp_busy_workers"))
+    }
+
+    @Test func factoryFormCallsTheFactoryOncePerWorker() throws {
+        let server = try LiveServer(["--workers", "1"], app: "liveapp:create_app()")
+        defer { server.stop() }
+        #expect(try RawHTTP.get(server.port, "/")?.text == "made 1 time(s) in this worker")
+        #expect(try RawHTTP.get(server.port, "/")?.text == "made 1 time(s) in this worker")
     }
 
     @Test func badServeInputIsOneLine() throws {
