@@ -566,12 +566,12 @@ static PyObject *cpy_queue_full(PyObject *self, PyObject *unused) {
     return cpy_PyBool_FromLong(maxsize > 0 && cpy_queue_count(queue) >= maxsize);
 }
 
-/// Pickles as a reference by id: unpickled in any interpreter of this process, it is the same queue.
-static PyObject *cpy_queue_reduce(PyObject *self, PyObject *unused) {
-    (void)unused;
+/// `(module.<rebuild>, (id,))`: pickles a handle as a reference by id, so that unpickled in any
+/// interpreter of this process it is the same queue or buffer.
+static PyObject *cpy_reduce_by_id(PyObject *self, const char *rebuild_name, int64_t handle_id) {
     PyObject *module = cpy_PyType_GetModule(cpy_type(self));
-    PyObject *rebuild = cpy_PyObject_GetAttrString(module, "_queue_from_id");
-    PyObject *id = cpy_PyLong_FromLongLong(cpy_queue_id(((cpy_queue_object *)self)->queue));
+    PyObject *rebuild = cpy_PyObject_GetAttrString(module, rebuild_name);
+    PyObject *id = cpy_PyLong_FromLongLong(handle_id);
     PyObject *arguments = id ? cpy_PyTuple_New(1) : NULL;
     PyObject *result = rebuild && arguments ? cpy_PyTuple_New(2) : NULL;
     if (result == NULL) {
@@ -584,6 +584,11 @@ static PyObject *cpy_queue_reduce(PyObject *self, PyObject *unused) {
     cpy_PyTuple_SetItem(result, 0, rebuild);
     cpy_PyTuple_SetItem(result, 1, arguments);
     return result;
+}
+
+static PyObject *cpy_queue_reduce(PyObject *self, PyObject *unused) {
+    (void)unused;
+    return cpy_reduce_by_id(self, "_queue_from_id", cpy_queue_id(((cpy_queue_object *)self)->queue));
 }
 
 static PyObject *cpy_queue_id_get(PyObject *self, void *unused) {
@@ -713,21 +718,7 @@ static PyObject *cpy_buffer_view_get(PyObject *self, void *unused) {
 
 static PyObject *cpy_buffer_reduce(PyObject *self, PyObject *unused) {
     (void)unused;
-    PyObject *module = cpy_PyType_GetModule(cpy_type(self));
-    PyObject *rebuild = cpy_PyObject_GetAttrString(module, "_buffer_from_id");
-    PyObject *id = cpy_PyLong_FromLongLong(cpy_buffer_id(((cpy_buffer_object *)self)->buffer));
-    PyObject *arguments = id ? cpy_PyTuple_New(1) : NULL;
-    PyObject *result = rebuild && arguments ? cpy_PyTuple_New(2) : NULL;
-    if (result == NULL) {
-        cpy_xdecref(rebuild);
-        cpy_xdecref(id);
-        cpy_xdecref(arguments);
-        return NULL;
-    }
-    cpy_PyTuple_SetItem(arguments, 0, id);
-    cpy_PyTuple_SetItem(result, 0, rebuild);
-    cpy_PyTuple_SetItem(result, 1, arguments);
-    return result;
+    return cpy_reduce_by_id(self, "_buffer_from_id", cpy_buffer_id(((cpy_buffer_object *)self)->buffer));
 }
 
 static PyObject *cpy_buffer_repr(PyObject *self) {
