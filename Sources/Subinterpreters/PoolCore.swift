@@ -253,7 +253,7 @@ final class PoolCore: WorkFeeder, Sendable {
     // MARK: - Shutdown
 
     private func resumeDrainedIfIdle(_ state: inout State) {
-        guard state.running == 0, !state.drained.isEmpty, state.popPendingPeek() == nil else { return }
+        guard state.running == 0, !state.drained.isEmpty, state.firstQueued() == nil else { return }
         let waiters = state.drained
         state.drained = []
         for waiter in waiters { waiter.resume() }
@@ -272,7 +272,7 @@ final class PoolCore: WorkFeeder, Sendable {
         // Wait until every started job has returned and the queue is empty.
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
-                if state.running == 0 && state.popPendingPeek() == nil { return true }
+                if state.running == 0 && state.firstQueued() == nil { return true }
                 state.drained.append(continuation)
                 return false
             }
@@ -300,8 +300,8 @@ final class PoolCore: WorkFeeder, Sendable {
 }
 
 extension PoolCore.State {
-    /// The first still-queued pending job, without removing it.
-    func popPendingPeek() -> PoolJob? {
+    /// The first pending job still queued (cancelled ones wait to be skipped), without removing it.
+    func firstQueued() -> PoolJob? {
         pending[pendingHead...].first { $0.currentState == .queued }
     }
 }

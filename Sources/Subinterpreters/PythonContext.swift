@@ -9,7 +9,7 @@ public final class PythonContext {
     /// The thread that owns this interpreter; every use is checked against it.
     let thread: pthread_t
     private var helpers: Helpers?
-    /// Bumped when the interpreter ends; a `PythonObject` outliving it must not touch Python.
+    /// False once the interpreter ends; a `PythonObject` outliving it must not touch Python.
     private(set) var isAlive = true
 
     /// Objects fetched once per interpreter (owned references), released before it ends.
