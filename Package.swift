@@ -14,7 +14,7 @@ let package = Package(
     name: "Subinterpreters",
     products: [
         .library(name: "Subinterpreters", targets: ["Subinterpreters"]),
-        .library(name: "WSGIServer", targets: ["WSGIServer"]),
+        .library(name: "SubinterpServer", targets: ["SubinterpServer"]),
         .executable(name: "subinterp", targets: ["subinterp"]),
     ],
     dependencies: [
@@ -40,7 +40,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
-            name: "WSGIServer",
+            name: "SubinterpServer",
             dependencies: [
                 "Subinterpreters",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -55,7 +55,7 @@ let package = Package(
             name: "subinterp",
             dependencies: [
                 "Subinterpreters",
-                "WSGIServer",
+                "SubinterpServer",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(
             name: "SubinterpretersTests",
             dependencies: [
-                "Subinterpreters", "WSGIServer", "subinterp", .product(name: "BigInt", package: "BigInt"),
+                "Subinterpreters", "SubinterpServer", "subinterp", .product(name: "BigInt", package: "BigInt"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings

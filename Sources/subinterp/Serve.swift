@@ -4,7 +4,7 @@ import Logging
 import ServiceLifecycle
 import Subinterpreters
 import UnixSignals
-import WSGIServer
+import SubinterpServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

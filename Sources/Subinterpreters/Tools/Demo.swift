@@ -2,21 +2,21 @@ import Foundation
 
 /// The built-in first job: one CPU-bound pure-Python workload run three ways, so the gain of
 /// one GIL per interpreter shows in seconds. What `subinterp demo` prints.
-public enum Demo {
-    public struct Report: Sendable {
-        public var workers: Int
-        public var tasks: Int
-        public var fibonacci: Int
+package enum Demo {
+    package struct Report: Sendable {
+        package var workers: Int
+        package var tasks: Int
+        package var fibonacci: Int
         /// Wall time of all tasks on one interpreter.
-        public var oneInterpreter: Duration
+        package var oneInterpreter: Duration
         /// Wall time with the tasks split over `workers` interpreters.
-        public var manyInterpreters: Duration
+        package var manyInterpreters: Duration
         /// Wall time with the tasks split over `workers` threads of one interpreter (one GIL).
-        public var manyThreads: Duration
+        package var manyThreads: Duration
         /// Mean time to create one interpreter.
-        public var creation: Duration
+        package var creation: Duration
         /// Resident memory added per idle interpreter, if measurable.
-        public var residentBytesPerInterpreter: Int?
+        package var residentBytesPerInterpreter: Int?
     }
 
     static let workload = """
@@ -41,7 +41,7 @@ public enum Demo {
 
     /// Runs `tasks` calls of `fib(fibonacci)` on 1 interpreter, on `workers` interpreters, and on
     /// `workers` threads of one interpreter.
-    public static func run(workers: Int, tasks: Int, fibonacci: Int = 25, runtime: PythonRuntime) async throws -> Report {
+    package static func run(workers: Int, tasks: Int, fibonacci: Int = 25, runtime: PythonRuntime) async throws -> Report {
         guard workers >= 1, tasks >= 1, (1...35).contains(fibonacci) else {
             throw SubinterpreterError(.invalidArgument, "workers and tasks must be at least 1, and fib between 1 and 35")
         }

@@ -5,18 +5,18 @@ import Foundation
 /// Each interpreter gets `sys.argv = [script, *arguments]`, the script's directory first on
 /// `sys.path`, and `subinterp.worker_index()` / `subinterp.worker_count()` telling it which of
 /// the `count` copies it is.
-public enum ScriptRunner {
-    public struct Outcome: Sendable {
+package enum ScriptRunner {
+    package struct Outcome: Sendable {
         /// The copy's index, 0-based.
-        public var index: Int
+        package var index: Int
         /// The script's exit status: 0, the code of `SystemExit`, or 1 for an uncaught exception.
-        public var status: Int32
+        package var status: Int32
         /// The uncaught exception (or an error creating the interpreter), if any.
-        public var error: SubinterpreterError?
+        package var error: SubinterpreterError?
     }
 
     /// Runs `script` in `count` interpreters concurrently and returns each one's outcome, by index.
-    public static func run(script: String, arguments: [String] = [], count: Int, runtime: PythonRuntime) async throws -> [Outcome] {
+    package static func run(script: String, arguments: [String] = [], count: Int, runtime: PythonRuntime) async throws -> [Outcome] {
         guard count >= 1 else {
             throw SubinterpreterError(.invalidArgument, "the number of interpreters must be at least 1 (got \(count))")
         }

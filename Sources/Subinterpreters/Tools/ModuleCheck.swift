@@ -1,6 +1,6 @@
 /// Whether modules can be imported in an isolated sub-interpreter: what `subinterp check` reports.
-public enum ModuleCheck {
-    public enum Outcome: Sendable, Equatable {
+package enum ModuleCheck {
+    package enum Outcome: Sendable, Equatable {
         /// The module imported.
         case ok
         /// An extension module refused to load in a sub-interpreter.
@@ -9,14 +9,14 @@ public enum ModuleCheck {
         case error(PythonException)
     }
 
-    public struct Result: Sendable, Equatable {
-        public var module: String
-        public var outcome: Outcome
+    package struct Result: Sendable, Equatable {
+        package var module: String
+        package var outcome: Outcome
     }
 
     /// Imports each module in a fresh isolated interpreter, at most `parallelism` at a time.
     /// Results come back in the order of `modules`.
-    public static func run(_ modules: [String], runtime: PythonRuntime, parallelism: Int = SystemInfo.cpuCount) async throws -> [Result] {
+    package static func run(_ modules: [String], runtime: PythonRuntime, parallelism: Int = SystemInfo.cpuCount) async throws -> [Result] {
         var results = [Result?](repeating: nil, count: modules.count)
         try await withThrowingTaskGroup(of: (Int, Result).self) { group in
             var next = 0
@@ -36,7 +36,7 @@ public enum ModuleCheck {
     }
 
     /// Imports one module in a fresh isolated interpreter.
-    public static func check(_ module: String, runtime: PythonRuntime) async throws -> Result {
+    package static func check(_ module: String, runtime: PythonRuntime) async throws -> Result {
         let interpreter = try await Interpreter(runtime: runtime)
         let imported: Swift.Result<Void, any Error>
         do {

@@ -8,10 +8,10 @@ import Synchronization
 /// A failing input is never lost: its place in the output holds an error record,
 /// `{"error": {"line": N, "type": "...", "message": "...", "traceback": "..."}}`. A line that is
 /// not valid JSON gets such a record too.
-public enum JSONLinesMap {
-    public struct Summary: Sendable, Equatable {
-        public var lines: Int
-        public var failures: Int
+package enum JSONLinesMap {
+    package struct Summary: Sendable, Equatable {
+        package var lines: Int
+        package var failures: Int
     }
 
     /// The name of the per-line function the setup defines in each worker's `__main__`.
@@ -19,7 +19,7 @@ public enum JSONLinesMap {
 
     /// Starts a pool whose workers run `setup`, then resolve `function` (failing at once, with a
     /// traceback, if it cannot be imported) and define the per-line wrapper.
-    public static func makePool(
+    package static func makePool(
         function: String, star: Bool, workers: Int, setup: String?, timeout: Duration?, path: [String], runtime: PythonRuntime
     ) async throws -> InterpreterPool {
         let literal = try String(decoding: JSONSerialization.data(withJSONObject: [function]), as: UTF8.self)
@@ -45,7 +45,7 @@ public enum JSONLinesMap {
 
     /// Maps every line of `lines` and hands each output line (without its newline) to `write`,
     /// in input order. `progress` is called after each line with the count so far.
-    public static func run<Lines: AsyncSequence>(
+    package static func run<Lines: AsyncSequence>(
         pool: InterpreterPool, lines: Lines, write: (String) throws -> Void, progress: (Int) -> Void = { _ in }
     ) async throws -> Summary where Lines.Element == String {
         var summary = Summary(lines: 0, failures: 0)
@@ -78,31 +78,31 @@ public enum JSONLinesMap {
 
 /// Lines of a file descriptor, read in large blocks, without their newlines (a final line
 /// without a newline counts too). Reading blocks the calling thread.
-public struct FileLines: AsyncSequence, Sendable {
-    public typealias Element = String
+package struct FileLines: AsyncSequence, Sendable {
+    package typealias Element = String
     let descriptor: Int32
     /// Bytes consumed so far, for progress reports.
-    public let bytesRead: ByteCounter
+    package let bytesRead: ByteCounter
 
-    public final class ByteCounter: Sendable {
+    package final class ByteCounter: Sendable {
         private let value = Mutex(0)
-        public var count: Int { value.withLock { $0 } }
+        package var count: Int { value.withLock { $0 } }
         func add(_ n: Int) { value.withLock { $0 += n } }
     }
 
-    public init(descriptor: Int32) {
+    package init(descriptor: Int32) {
         self.descriptor = descriptor
         self.bytesRead = ByteCounter()
     }
 
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    package struct AsyncIterator: AsyncIteratorProtocol {
         let descriptor: Int32
         let counter: ByteCounter
         var buffer: [UInt8] = []
         var start = 0
         var finished = false
 
-        public mutating func next() async throws -> String? {
+        package mutating func next() async throws -> String? {
             while true {
                 if let newline = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
                     var end = newline
@@ -135,5 +135,5 @@ public struct FileLines: AsyncSequence, Sendable {
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(descriptor: descriptor, counter: bytesRead) }
+    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(descriptor: descriptor, counter: bytesRead) }
 }

@@ -1,0 +1,132 @@
+import BigInt
+
+import CPython
+
+/// The item encoding of channels.h, for values made in Swift.
+enum ItemCoding {
+    static func encode(_ value: PythonValue) throws -> OpaquePointer {
+        var bytes: [UInt8] = []
+        var retained: [() -> Void] = []
+        do {
+            try write(value, into: &bytes, retained: &retained, depth: 0)
+        } catch {
+            for undo in retained { undo() }
+            throw error
+        }
+        guard let item = bytes.withUnsafeBufferPointer({ cpy_item_create($0.baseAddress, $0.count) }) else {
+            for undo in retained { undo() }
+            throw SubinterpreterError(.runtimeFailed, "out of memory encoding a value")
+        }
+        return item
+    }
+
+    private static func write(_ value: PythonValue, into bytes: inout [UInt8], retained: inout [() -> Void], depth: Int) throws {
+        guard depth < 512 else {
+            throw SubinterpreterError(.invalidArgument, "value nested more than 512 levels deep; flatten it or pass it pickled")
+        }
+        func tag(_ t: Character) { bytes.append(t.asciiValue!) }
+        func length(_ n: Int) { withUnsafeBytes(of: UInt64(n).littleEndian) { bytes.append(contentsOf: $0) } }
+        func blob(_ t: Character, _ data: some Collection<UInt8>) {
+            tag(t)
+            length(data.count)
+            bytes.append(contentsOf: data)
+        }
+        switch value {
+        case .none: tag("N")
+        case .bool(let b): tag(b ? "T" : "F")
+        case .int(let n):
+            if let small = Int64(exactly: n) {
+                tag("i")
+                withUnsafeBytes(of: small.littleEndian) { bytes.append(contentsOf: $0) }
+            } else {
+                blob("I", Array((n < 0 ? "-0x" + String(n.magnitude, radix: 16) : "0x" + String(n, radix: 16)).utf8))
+            }
+        case .float(let d):
+            tag("f")
+            withUnsafeBytes(of: d.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
+        case .string(let s): blob("s", Array(s.utf8))
+        case .bytes(let b): blob("b", b)
+        case .pickled(let p): blob("p", p)
+        case .list(let items), .tuple(let items):
+            if case .list = value { tag("l") } else { tag("t") }
+            length(items.count)
+            for item in items { try write(item, into: &bytes, retained: &retained, depth: depth + 1) }
+        case .dict(let items):
+            tag("d")
+            length(items.count)
+            for (key, item) in items {
+                try write(key, into: &bytes, retained: &retained, depth: depth + 1)
+                try write(item, into: &bytes, retained: &retained, depth: depth + 1)
+            }
+        case .queue(let queue):
+            tag("Q")
+            cpy_queue_retain(queue.handle)
+            retained.append { cpy_queue_release(queue.handle) }
+            withUnsafeBytes(of: UInt(bitPattern: UnsafeRawPointer(queue.handle))) { bytes.append(contentsOf: $0) }
+        case .buffer(let buffer):
+            tag("B")
+            cpy_buffer_retain(buffer.handle)
+            retained.append { cpy_buffer_release(buffer.handle) }
+            withUnsafeBytes(of: UInt(bitPattern: UnsafeRawPointer(buffer.handle))) { bytes.append(contentsOf: $0) }
+        }
+    }
+
+    /// Decodes and frees an item; its handles move to the new values.
+    static func decode(_ item: OpaquePointer) throws -> PythonValue {
+        let data = UnsafeBufferPointer(start: cpy_item_data(item), count: cpy_item_size(item))
+        var offset = 0
+        defer { cpy_item_free_decoded(item) }
+        return try read(data, &offset)
+    }
+
+    private static func read(_ data: UnsafeBufferPointer<UInt8>, _ offset: inout Int) throws -> PythonValue {
+        func corrupt() -> SubinterpreterError { SubinterpreterError(.runtimeFailed, "corrupt item in a queue") }
+        func word() throws -> UInt64 {
+            guard offset + 8 <= data.count else { throw corrupt() }
+            var value: UInt64 = 0
+            for i in (0..<8).reversed() { value = value << 8 | UInt64(data[offset + i]) }
+            offset += 8
+            return value
+        }
+        func blob() throws -> ArraySlice<UInt8> {
+            let n = Int(try word())
+            guard offset + n <= data.count else { throw corrupt() }
+            defer { offset += n }
+            return ArraySlice(data[offset..<offset + n])
+        }
+        guard offset < data.count else { throw corrupt() }
+        let tag = Character(UnicodeScalar(data[offset]))
+        offset += 1
+        switch tag {
+        case "N": return .none
+        case "T": return .bool(true)
+        case "F": return .bool(false)
+        case "i": return .int(BigInt(Int64(bitPattern: try word())))
+        case "f": return .float(Double(bitPattern: try word()))
+        case "I":
+            let text = String(decoding: try blob(), as: UTF8.self)
+            let negative = text.hasPrefix("-")
+            guard let magnitude = BigInt(text.dropFirst(negative ? 3 : 2), radix: 16) else { throw corrupt() }
+            return .int(negative ? -magnitude : magnitude)
+        case "s": return .string(String(decoding: try blob(), as: UTF8.self))
+        case "b": return .bytes(Array(try blob()))
+        case "p": return .pickled(Array(try blob()))
+        case "l", "t":
+            let count = Int(try word())
+            var items: [PythonValue] = []
+            items.reserveCapacity(min(count, 1 << 16))
+            for _ in 0..<count { items.append(try read(data, &offset)) }
+            return tag == "l" ? .list(items) : .tuple(items)
+        case "d":
+            let count = Int(try word())
+            var items: [(key: PythonValue, value: PythonValue)] = []
+            for _ in 0..<count { items.append((try read(data, &offset), try read(data, &offset))) }
+            return .dict(items)
+        case "Q", "B":
+            guard let pointer = OpaquePointer(bitPattern: UInt(truncatingIfNeeded: try word())) else { throw corrupt() }
+            return tag == "Q" ? .queue(PythonQueue(owning: pointer)) : .buffer(SharedBuffer(owning: pointer))
+        default:
+            throw corrupt()
+        }
+    }
+}
