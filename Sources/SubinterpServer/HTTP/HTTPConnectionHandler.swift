@@ -63,6 +63,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var closeAfterResponse = false
     /// The connection is closing or closed: nothing more is read or answered.
     private var closing = false
+    /// Our side is shut after a final response; what the client still sends is read and dropped.
+    private var lingering = false
+    private var lingered = 0
     /// The client shut its sending side (half-close); requests already read are still answered.
     private var inputClosed = false
     private var upgraded = false
@@ -127,6 +130,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
             inputClosed = true
+            if lingering {
+                closeNow()
+                return
+            }
             reading?.stream?.fail(HTTPExchangeError.connectionClosed)
             closeIfNothingLeft()
             return
@@ -143,6 +150,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        if lingering {
+            lingered += bytes.readableBytes
+            if lingered > Self.lingerBytes { closeNow() }
+            return
+        }
         guard !closing else { return }
         if upgraded {
             // Between the 101 and leaving the pipeline: kept for the new protocol's handlers.
@@ -170,6 +182,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private var wantsRead: Bool {
+        if lingering { return true }
         guard !closing, !inputClosed, !upgraded else { return false }
         if let stream = reading?.stream { return stream.wantsMore }
         if responding != nil && reading == nil { return inbound.readableBytes < limits.maxReadAhead && !closeAfterResponse }
@@ -332,7 +345,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard let context else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(response), promise: promise)
-        promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        promise.futureResult.assumeIsolated().whenComplete { _ in self.closeGracefully() }
     }
 
     static func reasonPhrase(_ status: Int) -> String {
@@ -482,7 +495,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard let current = responding else { return }
         finishResponding(status: current.status, cutShort: false)
         if closeAfterResponse || closing {
-            closeNow()
+            closeGracefully()
             return
         }
         lastActivity = .now()
@@ -560,6 +573,33 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     // MARK: - Closing and timers
+
+    /// At most this much is read and dropped, for at most `lingerTime`, after a final response.
+    private static let lingerBytes = 1 << 20
+    private static let lingerTime = TimeAmount.seconds(2)
+
+    /// Closes after a final response without losing it: shuts our sending side (the client
+    /// reads the response, then EOF), drops what the client still sends (a body we refused, a
+    /// pipelined request we will not answer) until it closes too or `lingerTime` passes, then
+    /// closes. Closing at once with unread bytes would make the kernel send a reset, which can
+    /// destroy the response before the client reads it.
+    private func closeGracefully() {
+        guard let context, context.channel.isActive, !lingering else { return }
+        closing = true
+        guard !inputClosed else {
+            closeNow()
+            return
+        }
+        lingering = true
+        timer?.cancel()
+        timer = nil
+        context.close(mode: .output, promise: nil)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) { self.closeNow() }
+        if readPending {
+            readPending = false
+            context.read()
+        }
+    }
 
     private func closeNow() {
         guard let context, context.channel.isActive else { return }
