@@ -76,9 +76,9 @@ public final class WSGIServer: Service, Sendable {
         public var port: Int
         /// Listening on every IPv4 interface (`--bind :PORT`).
         public var allInterfaces = false
-        public var description: String {
-            "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" + (allInterfaces ? " (all interfaces)" : "")
-        }
+        /// `http://HOST:PORT`
+        public var url: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+        public var description: String { url + (allInterfaces ? " (all interfaces)" : "") }
     }
 
     public let configuration: Configuration
@@ -90,8 +90,9 @@ public final class WSGIServer: Service, Sendable {
     private let http: HTTPServer
     private let appContext: HTTPServerContext
     private let metricsServer: HTTPServer
-    /// The bound addresses: the app's, and the metrics endpoint's.
-    private let addresses: [Address]
+    /// The addresses the app is served on (bound when the server was made).
+    public let addresses: [Address]
+    /// The address of the metrics endpoint, if any.
     public let metricsAddress: Address?
     private let stopped = Mutex(false)
 
@@ -217,18 +218,27 @@ public final class WSGIServer: Service, Sendable {
     /// already dispatched finish on the old workers, whose pool closes when the last of them is
     /// done. No request is dropped.
     public func reload() async throws {
+        if let old = try await switchToFreshLoad() { await retire(old) }
+    }
+
+    /// The first half of a reload: loads the app in fresh interpreters and makes them current.
+    /// Returns the generation they replace.
+    func switchToFreshLoad() async throws -> WSGIGeneration? {
         let fresh = try await Self.load(configuration, runtime: runtime, logger: logger)
         guard !stopped.withLock({ $0 }) else {
             await fresh.pool.shutdown(cancelPending: true)
-            return
+            return nil
         }
         let old = dispatcher.install(fresh)
         logger.info("reloaded the app in fresh interpreters", metadata: ["app": "\(configuration.app)"])
-        if let old {
-            await old.idle()
-            await old.application.pool.shutdown(cancelPending: false)
-            dispatcher.forget(old)
-        }
+        return old
+    }
+
+    /// The second half: waits until no request holds `old`, then closes its pool.
+    func retire(_ old: WSGIGeneration) async {
+        await old.idle()
+        await old.application.pool.shutdown(cancelPending: false)
+        dispatcher.forget(old)
     }
 }
 

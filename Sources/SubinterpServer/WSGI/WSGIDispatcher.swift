@@ -25,7 +25,8 @@ final class WSGIGeneration: Sendable {
         state.withLock { $0.inFlight += 1 }
     }
 
-    fileprivate func release() {
+    /// Gives back what `WSGIDispatcher.pick()` took.
+    func release() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.inFlight -= 1
             guard state.inFlight == 0 else { return [] }
@@ -98,13 +99,17 @@ final class WSGIDispatcher: HTTPApplication {
         state.withLock { state in state.retiring.removeAll { $0 === generation } }
     }
 
-    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
-        // Taken under the same lock that switches generations: once `install` returns, no
-        // request can pick the old one any more.
-        guard let generation = state.withLock({ state -> WSGIGeneration? in
+    /// The current generation, counted in until `release()`. Taken under the same lock that
+    /// switches generations: once `install` returns, nothing can pick the old one any more.
+    func pick() -> WSGIGeneration? {
+        state.withLock { state in
             state.current?.acquire()
             return state.current
-        }) else {
+        }
+    }
+
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
+        guard let generation = pick() else {
             exchange.fail(status: 503, reason: "Service Unavailable")
             return
         }
