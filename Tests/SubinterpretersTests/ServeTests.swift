@@ -21,6 +21,17 @@ import Testing
         #expect(client.response()?.status == 200)
     }
 
+    @Test func aClientThatHalfClosesStillGetsItsResponses() throws {
+        let server = try LiveServer(["--workers", "1"])
+        defer { server.stop() }
+        let client = try RawHTTP(port: server.port)
+        client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        client.shutdownWrite()
+        #expect(client.response()?.text == "hello")
+        #expect(client.response()?.text == "ok")
+        #expect(client.readUntilClosed() == ([], .closed))
+    }
+
     @Test func requestBodiesChunkedAndExpectContinue() throws {
         let server = try LiveServer()
         defer { server.stop() }

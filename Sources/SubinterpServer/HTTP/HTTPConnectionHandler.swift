@@ -56,6 +56,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         var headSent = false
         var framing = HTTPResponseHead.Framing.none
         var bytesSent = 0
+        /// The app failed after the head went out; the connection is closed on purpose.
+        var failed = false
     }
     private var responding: Responding?
 
@@ -258,7 +260,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func receiveBody(_ piece: ByteBuffer) -> Bool {
-        guard var current = reading else { return true }
+        guard let current = reading else { return true }
         if let stream = current.stream {
             _ = stream.push(piece)
             return true
@@ -270,19 +272,19 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
             reserved += piece.readableBytes
         }
+        // Appended in place (`reading` holds the only reference), so nothing is copied twice.
         if current.body == nil {
             let expected = current.head.contentLength ?? 0
             if piece.readableBytes == expected {
-                current.body = piece  // the whole body in one piece: no copy
+                reading!.body = piece  // the whole body in one piece: no copy at all
             } else {
                 var body = context!.channel.allocator.buffer(capacity: max(expected, piece.readableBytes))
                 body.writeImmutableBuffer(piece)
-                current.body = body
+                reading!.body = body
             }
         } else {
-            current.body!.writeImmutableBuffer(piece)
+            reading!.body!.writeImmutableBuffer(piece)
         }
-        reading = current
         return true
     }
 
@@ -375,6 +377,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // closes the connection) finds the state already consistent.
         var writes: [ByteBuffer] = []
         var out: ByteBuffer?
+        if end && reading != nil {
+            // The app answered before the streamed body was read to its end: the rest of it
+            // cannot be told from a next request without reading it, so the connection closes.
+            closeAfterResponse = true
+        }
         if var head {
             let completeBody = end ? (body?.readableBytes ?? 0) : nil
             let (framing, keepAlive) = head.finish(
@@ -408,10 +415,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 let chunked = current.framing == .chunked
                 if out == nil && chunked { out = context.channel.allocator.buffer(capacity: 24) }
                 if chunked { Self.writeChunkHeader(size, into: &out!) }
-                if var small = out, size <= 16 << 10 {
+                if out != nil, size <= 16 << 10 {
                     // Head (or chunk header) and a small body in one buffer: one write.
-                    small.writeImmutableBuffer(body)
-                    out = small
+                    out!.writeImmutableBuffer(body)
                 } else {
                     if let pending = out { writes.append(pending) }
                     writes.append(body)
@@ -499,6 +505,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         lastActivity = .now()
+        // Bytes of a pipelined request may be here already: its clock starts now.
+        if inbound.readableBytes > 0 { requestStarted = .now() }
         process()
     }
 
@@ -511,8 +519,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         } else {
             current.exchange.markFinished()
         }
+        // 499: the client left (or was dropped) before the response was written whole.
         server.record?(HTTPExchangeRecord(
-            status: cutShort ? 499 : status, bytes: current.bytesSent, duration: .now - current.started,
+            status: cutShort && !current.failed ? 499 : status, bytes: current.bytesSent, duration: .now - current.started,
             requestLine: current.requestLine, client: connection.remoteHost))
     }
 
@@ -521,6 +530,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard let context, var current = responding, current.exchange === exchange, !closing else { return }
         closeAfterResponse = true
         guard !current.headSent else {
+            responding?.status = status
+            responding?.failed = true
             closeNow()
             return
         }
