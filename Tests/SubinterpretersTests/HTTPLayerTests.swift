@@ -316,10 +316,16 @@ final class ReadCounter: ChannelOutboundHandler {
             future.whenSuccess { done.withLock { $0 = true } }
             return done.withLock { $0 }
         }
-        // One send may be in transit while the sender makes the next; a second one waits for it.
+        // A few sends may be in transit while the sender makes the next; one more waits for them.
         guard case .ready = exchange.send(head: Self.okHead(), body: ByteBuffer(string: "a")) else {
             Issue.record("expected .ready")
             return
+        }
+        for _ in 1..<HTTPExchange.maxInTransit {
+            guard case .ready = exchange.send(body: ByteBuffer(string: "a")) else {
+                Issue.record("expected .ready")
+                return
+            }
         }
         guard case .wait(let previous) = exchange.send(body: ByteBuffer(string: "b")) else {
             Issue.record("expected .wait")
@@ -342,6 +348,7 @@ final class ReadCounter: ChannelOutboundHandler {
         #expect(succeeded(writable))
         exchange.send(body: ByteBuffer(string: "d"), end: true)
         #expect(try harness.written().hasSuffix("1\r\na\r\n1\r\nb\r\n1\r\nc\r\n1\r\nd\r\n0\r\n\r\n"))
+        #expect(HTTPExchange.maxInTransit >= 1)
     }
 
     @Test func aDisconnectFreesWaitersAndTellsTheApplication() throws {

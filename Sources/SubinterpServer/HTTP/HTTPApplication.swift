@@ -54,8 +54,8 @@ enum HTTPExchangeError: Error, Sendable {
 ///
 /// Every `send` is one hop to the connection's event loop, in call order. Back-pressure follows
 /// the channel's writability (its `WriteBufferWaterMark`): `send` answers `.wait(future)` while
-/// the channel is above its high water mark, or while the previous `send` has not reached the
-/// event loop yet, so at most one hop is in transit behind what the channel has taken. A blocked
+/// the channel is above its high water mark, or while more than `maxInTransit` sends have not
+/// reached the event loop yet, so little is queued behind what the channel has taken. A blocked
 /// worker calls `future.wait()`; async code awaits `future.get()`. The future fails with
 /// `HTTPExchangeError.connectionClosed` when the connection closes (the client left, or the write
 /// timeout dropped a client that accepted nothing), which frees whoever waits.
@@ -78,6 +78,11 @@ final class HTTPExchange: Sendable {
         var waiter: EventLoopPromise<Void>?
         var onClose: [@Sendable () -> Void] = []
     }
+
+    /// How many sends may be on their way to the event loop while the sender goes on: enough
+    /// that a worker making chunks rarely waits for the loop to take them, few enough that the
+    /// channel's writability reaches the worker within a few chunks.
+    static let maxInTransit = 4
 
     let eventLoop: any EventLoop
     private let handler: NIOLoopBound<HTTPConnectionHandler>
@@ -107,7 +112,7 @@ final class HTTPExchange: Sendable {
             state.headSent = true
             state.ended = end
             state.inTransit += 1
-            if !end && (state.inTransit > 1 || !state.writable) {
+            if !end && (state.inTransit > Self.maxInTransit || !state.writable) {
                 let promise = state.waiter ?? eventLoop.makePromise()
                 state.waiter = promise
                 return .wait(promise.futureResult)
@@ -184,7 +189,7 @@ final class HTTPExchange: Sendable {
     }
 
     private static func takeWaiterIfReady(_ state: inout State) -> EventLoopPromise<Void>? {
-        guard state.writable, state.inTransit <= 1, let waiter = state.waiter else { return nil }
+        guard state.writable, state.inTransit <= Self.maxInTransit, let waiter = state.waiter else { return nil }
         state.waiter = nil
         return waiter
     }

@@ -448,7 +448,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // An end with nothing left to write still needs a write to learn when the rest completed.
         if end && writes.isEmpty { writes.append(context.channel.allocator.buffer(capacity: 0)) }
         responding = current
-        for (index, buffer) in writes.enumerated() { write(buffer, last: end && index == writes.count - 1) }
+        write(writes, endsResponse: end)
         context.flush()
         armTimer()
         return context.channel.isWritable
@@ -459,36 +459,55 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         buffer.writeStaticString("\r\n")
     }
 
-    /// Writes `buffer` in slices of at most 128 KiB, each tracked: a completed slice is progress
-    /// for the write timeout, and the last completed write of a response ends it.
-    private func write(_ buffer: ByteBuffer, last: Bool) {
+    /// Writes `buffers` (one send's worth). The last write is tracked, and so is every 128 KiB
+    /// of a large body: a tracked write that completes is progress for the write timeout, and
+    /// the last one of a response ends it.
+    private func write(_ buffers: [ByteBuffer], endsResponse: Bool) {
         guard let context else { return }
         let sliceSize = 128 << 10
-        var rest = buffer
-        repeat {
-            let piece: ByteBuffer
-            if rest.readableBytes > sliceSize {
-                piece = rest.readSlice(length: sliceSize)!
-            } else {
-                piece = rest
-                rest = ByteBuffer()
-            }
-            let isLast = last && rest.readableBytes == 0
-            if pendingWrites == 0 { lastWriteProgress = .now() }
-            pendingWrites += 1
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            context.write(wrapOutboundOut(piece), promise: promise)
-            promise.futureResult.assumeIsolated().whenComplete { result in
-                self.pendingWrites -= 1
-                self.lastWriteProgress = .now()
-                switch result {
-                case .success:
-                    if isLast { self.responseWritten() }
-                case .failure:
-                    self.closeNow()
+        var untracked = 0
+        for (index, buffer) in buffers.enumerated() {
+            var rest = buffer
+            repeat {
+                let piece: ByteBuffer
+                if rest.readableBytes > sliceSize {
+                    piece = rest.readSlice(length: sliceSize)!
+                } else {
+                    piece = rest
+                    rest = ByteBuffer()
                 }
+                let isLast = index == buffers.count - 1 && rest.readableBytes == 0
+                untracked += piece.readableBytes
+                guard isLast || untracked >= sliceSize else {
+                    context.write(wrapOutboundOut(piece), promise: nil)
+                    continue
+                }
+                untracked = 0
+                track(piece, endsResponse: endsResponse && isLast)
+            } while rest.readableBytes > 0
+        }
+    }
+
+    private func write(_ buffer: ByteBuffer, last: Bool) {
+        write([buffer], endsResponse: last)
+    }
+
+    private func track(_ piece: ByteBuffer, endsResponse: Bool) {
+        guard let context else { return }
+        if pendingWrites == 0 { lastWriteProgress = .now() }
+        pendingWrites += 1
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.write(wrapOutboundOut(piece), promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            self.pendingWrites -= 1
+            self.lastWriteProgress = .now()
+            switch result {
+            case .success:
+                if endsResponse { self.responseWritten() }
+            case .failure:
+                self.closeNow()
             }
-        } while rest.readableBytes > 0
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
