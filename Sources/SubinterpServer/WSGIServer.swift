@@ -38,7 +38,7 @@ public final class WSGIServer: Service, Sendable {
         public var maxConnections: Int
         /// A request's head and body must arrive within this (from its first byte), else 408.
         public var requestReadTimeout: Duration
-        /// A connection whose client accepts no response bytes for this long is dropped.
+        /// A connection whose client takes less than 64 KiB of a response in this long is dropped.
         public var writeTimeout: Duration
         /// Request bodies held in memory at once, all connections together; a request that would
         /// go over gets 503 with `Retry-After`.

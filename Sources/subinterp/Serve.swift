@@ -34,7 +34,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections open at once; at the limit, new ones wait in the listen backlog (default 1000).") var maxConnections: Int?
     @Option(help: "Answer 408 to a request whose head and body do not arrive within this many seconds of its first byte (default 30).")
     var requestReadTimeout: Double?
-    @Option(help: "Drop a connection whose client accepts no response bytes for this many seconds, freeing its worker (default 30).")
+    @Option(help: "Drop a connection whose client takes less than 64 KiB of a response in this many seconds, freeing its worker (default 30).")
     var writeTimeout: Double?
     @Flag(help: "Print an access log line per request (Common Log Format) on stdout.") var accessLog = false
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?

@@ -15,8 +15,8 @@ import NIOCore
 ///   `channelWritabilityChanged`.
 /// - **Timers** (one scheduled task, re-armed lazily): idle keep-alive connections close after
 ///   `idleTimeout`; a request must arrive whole within `requestReadTimeout` (and without a gap
-///   of `idleTimeout`), else 408; a client that accepts no response bytes for `writeTimeout` is
-///   dropped. A connection with writes outstanding is never closed as idle.
+///   of `idleTimeout`), else 408; a client that takes less than 64 KiB of a response in `writeTimeout`
+///   is dropped. A connection with writes outstanding is never closed as idle.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -459,12 +459,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         buffer.writeStaticString("\r\n")
     }
 
-    /// Writes `buffers` (one send's worth). The last write is tracked, and so is every 128 KiB
-    /// of a large body: a tracked write that completes is progress for the write timeout, and
-    /// the last one of a response ends it.
+    /// Writes `buffers` (one send's worth). The last write is tracked, and so is every 64 KiB
+    /// of a large body: a tracked write that completes is progress for the write timeout (so a
+    /// client must take at least 64 KiB per timeout to count as reading), and the last one of a
+    /// response ends it.
     private func write(_ buffers: [ByteBuffer], endsResponse: Bool) {
         guard let context else { return }
-        let sliceSize = 128 << 10
+        let sliceSize = 64 << 10
         var untracked = 0
         for (index, buffer) in buffers.enumerated() {
             var rest = buffer
@@ -688,7 +689,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let now = NIODeadline.now()
         if pendingWrites > 0 && now >= lastWriteProgress + limits.writeTimeout {
             server.logger.notice(
-                "dropping a connection whose client accepted no response bytes in time",
+                "dropping a connection whose client is not reading its response (less than 64 KiB taken within the write timeout)",
                 metadata: ["client": "\(connection.remoteHost)", "write-timeout": "\(limits.writeTimeout.nanoseconds / 1_000_000_000)s"])
             closeNow()
             return

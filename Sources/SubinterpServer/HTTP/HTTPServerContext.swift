@@ -10,7 +10,7 @@ struct HTTPLimits: Sendable {
     var idleTimeout: TimeAmount = .seconds(5)
     /// The whole of a request (head and body) must arrive within this, from its first byte; else 408.
     var requestReadTimeout: TimeAmount = .seconds(30)
-    /// A connection whose client accepts no bytes of a response for this long is dropped.
+    /// A connection whose client takes less than 64 KiB of a response in this long is dropped.
     var writeTimeout: TimeAmount = .seconds(30)
     /// The channel's write buffer water marks: above `high`, senders wait (back-pressure) until
     /// it drains below `low`. They also bound what a response may leave queued when its worker
