@@ -6,9 +6,6 @@ struct HTTPVersion: Sendable, Hashable, CustomStringConvertible {
     var major: Int
     var minor: Int
 
-    static let http1_0 = HTTPVersion(major: 1, minor: 0)
-    static let http1_1 = HTTPVersion(major: 1, minor: 1)
-
     var description: String { "HTTP/\(major).\(minor)" }
 }
 

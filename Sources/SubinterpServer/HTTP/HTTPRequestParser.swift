@@ -87,12 +87,6 @@ struct HTTPRequestParser {
         return true
     }
 
-    /// Whether the head of the current request is still being read.
-    var isReadingHead: Bool {
-        if case .head = state { return true }
-        return false
-    }
-
     /// The next event from `buffer`, consuming the bytes it covers; nil when more are needed.
     mutating func next(_ buffer: inout ByteBuffer) -> Event? {
         switch state {

@@ -219,10 +219,4 @@ enum HTTPDate {
         }
         buffer.writeImmutableBuffer(cached!)
     }
-
-    static var now: String {
-        var buffer = ByteBuffer()
-        write(into: &buffer)
-        return buffer.readString(length: buffer.readableBytes) ?? ""
-    }
 }

@@ -50,9 +50,6 @@ final class HTTPServer: Sendable {
         self.registry = ConnectionRegistry(maxConnections: maxConnections)
     }
 
-    /// Connections open now.
-    var connectionCount: Int { registry.count }
-
     /// Binds `address` for `context`'s application; accepting starts with `startAccepting()`.
     /// Returns the bound address (the port chosen, for port 0).
     func bind(_ address: ListenAddress, context: HTTPServerContext, backlog: Int) async throws -> SocketAddress {
@@ -147,7 +144,6 @@ final class ConnectionRegistry: Sendable {
         self.maxConnections = maxConnections
     }
 
-    var count: Int { state.withLock { $0.open.count } }
     var open: [any Channel] { state.withLock { Array($0.open.values) } }
 
     /// Whether a listener may accept one more connection now; if not, `resume` runs when it may.

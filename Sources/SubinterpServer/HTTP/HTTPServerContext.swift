@@ -33,8 +33,6 @@ final class HTTPBodyBudget: Sendable {
         self.limit = limit
     }
 
-    var inUse: Int { used.load(ordering: .relaxed) }
-
     func reserve(_ bytes: Int) -> Bool {
         guard bytes > 0 else { return true }
         var current = used.load(ordering: .relaxed)
