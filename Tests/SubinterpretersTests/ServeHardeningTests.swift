@@ -134,6 +134,29 @@ import Testing
         let third = try RawHTTP(port: server.port)
         third.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + String(repeating: "c", count: 1000))
         #expect(third.response()?.status == 200)
+        // An upload cut off mid-way gives its bytes back too: after it, two at once still fit.
+        do {
+            let leaving = try RawHTTP(port: server.port)
+            leaving.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+            #expect(leaving.response()?.status == 100)
+            leaving.send(String(repeating: "d", count: 10))
+        }  // the client goes away
+        // The server learns of the close asynchronously: the next upload may still find the
+        // budget taken for a moment, but must fit soon; a leak would refuse it forever.
+        let deadline = Date().addingTimeInterval(10)
+        var status: Int?
+        repeat {
+            let next = try RawHTTP(port: server.port)
+            next.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + String(repeating: "e", count: 1000))
+            status = next.response()?.status
+        } while status == 503 && Date() < deadline
+        #expect(status == 200)
+        let holding = try RawHTTP(port: server.port)
+        holding.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+        #expect(holding.response()?.status == 100)
+        let small = try RawHTTP(port: server.port)
+        small.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n" + String(repeating: "f", count: 400))
+        #expect(small.response()?.status == 200)
     }
 
     // MARK: 7. Header values that are str subclasses

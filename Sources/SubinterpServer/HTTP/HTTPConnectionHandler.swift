@@ -117,6 +117,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         timer = nil
         reading?.stream?.fail(HTTPExchangeError.connectionClosed)
         reading = nil
+        // A body cut off mid-way gives its reservation back.
+        server.bodyBudget.release(reserved)
+        reserved = 0
         if let responding {
             // The client left (or was dropped) before the response was written whole.
             finishResponding(status: responding.status, cutShort: true)
