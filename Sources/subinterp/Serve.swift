@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Interrupt a request that runs longer than this many seconds and answer 504 (default 30; 0 turns it off).") var timeout: Double?
     @Option(help: "Replace a worker with a fresh interpreter after this many requests.") var maxRequests: Int?
     @Option(help: "Answer 413 to request bodies larger than this many bytes (default 16 MiB).") var maxBody: Int?
-    @Option(help: "Answer 503 (with Retry-After) to a request whose body would take the bodies held in memory at once past this many bytes (default 256 MiB).")
+    @Option(help: "Answer 503 (with Retry-After) to a request whose body would take the bodies held in memory at once past this many bytes (default 256 MiB, at least --max-body).")
     var maxBodyMemory: Int?
     @Option(help: "The listen backlog (default 2048).") var backlog: Int?
     @Option(help: "Connections open at once; at the limit, new ones wait in the listen backlog (default 1000).") var maxConnections: Int?
@@ -61,7 +61,8 @@ struct Serve: AsyncParsableCommand {
         let timeout = try number(self.timeout, "TIMEOUT", "--timeout") ?? 30
         let maxRequests = try number(self.maxRequests, "MAX_REQUESTS", "--max-requests")
         let maxBody = try number(self.maxBody, "MAX_BODY", "--max-body") ?? 16 << 20
-        let maxBodyMemory = try number(self.maxBodyMemory, "MAX_BODY_MEMORY", "--max-body-memory") ?? 256 << 20
+        // Unless given, the budget is 256 MiB, or one body of --max-body if that is larger.
+        let maxBodyMemory = try number(self.maxBodyMemory, "MAX_BODY_MEMORY", "--max-body-memory") ?? max(256 << 20, maxBody)
         let backlog = try number(self.backlog, "BACKLOG", "--backlog") ?? 2048
         let maxConnections = try number(self.maxConnections, "MAX_CONNECTIONS", "--max-connections") ?? 1000
         let requestReadTimeout = try number(self.requestReadTimeout, "REQUEST_READ_TIMEOUT", "--request-read-timeout") ?? 30
