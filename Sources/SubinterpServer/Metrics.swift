@@ -1,7 +1,5 @@
 import NIOCore
 import Subinterpreters
-import NIOHTTP1
-import NIOPosix
 import Synchronization
 
 /// Request counters and a latency histogram, exposed in Prometheus' text format.
@@ -41,35 +39,17 @@ final class Metrics: Sendable {
     }
 }
 
-/// A tiny HTTP endpoint that answers every request with the metrics.
-enum MetricsEndpoint {
-    static func bind(host: String, port: Int, group: MultiThreadedEventLoopGroup, core: ServerCore) async throws -> any Channel {
-        try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHandler(core: core))
-                }
-            }
-            .bind(host: host, port: port).get()
-    }
-}
+/// The metrics endpoint: answers every request with the metrics, through the same HTTP layer.
+struct MetricsApplication: HTTPApplication {
+    let metrics: Metrics
+    let dispatcher: WSGIDispatcher
+    let workers: Int
 
-final class MetricsHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    let core: ServerCore
-
-    init(core: ServerCore) { self.core = core }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .end = unwrapInboundIn(data) else { return }
-        let statistics = core.application.pool.statistics
-        let body = core.metrics.exposition(busyWorkers: statistics.running, queued: statistics.queued, workers: core.workers)
-        let headers = HTTPHeaders([("content-type", "text/plain; version=0.0.4"), ("content-length", "\(body.utf8.count)")])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
+        let statistics = dispatcher.current?.application.pool.statistics
+        let text = metrics.exposition(busyWorkers: statistics?.running ?? 0, queued: statistics?.queued ?? 0, workers: workers)
+        var head = HTTPResponseHead.server(status: 200, reason: "OK")
+        try! head.add(name: "Content-Type", value: "text/plain; version=0.0.4")
+        exchange.send(head: head, body: ByteBuffer(string: text), end: true)
     }
 }

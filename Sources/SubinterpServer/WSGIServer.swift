@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Subinterpreters
@@ -14,7 +13,7 @@ public final class WSGIServer: Service, Sendable {
         /// `MODULE:APP`, or `MODULE:factory()` to call a factory once per worker.
         public var app: String
         public var workers: Int
-        /// `HOST:PORT` pairs to listen on; port 0 picks a free port.
+        /// `HOST:PORT` pairs to listen on; port 0 picks a free port, `:PORT` means all interfaces.
         public var binds: [String]
         /// Directory the app is imported from (put first on `sys.path`).
         public var directory: String?
@@ -28,17 +27,29 @@ public final class WSGIServer: Service, Sendable {
         public var maxHeaderBytes: Int
         /// The listen backlog.
         public var backlog: Int
-        /// Idle keep-alive connections, and clients that stall mid-request, are closed after this.
+        /// Idle keep-alive connections, and clients that send nothing for this long in the middle
+        /// of a request, are closed after this.
         public var idleTimeout: Duration
         /// On graceful shutdown, in-flight requests get this long to finish.
         public var gracePeriod: Duration
         /// `HOST:PORT` for Prometheus metrics, if any.
         public var metricsBind: String?
+        /// Connections open at once in this process; at the limit, new ones wait in the backlog.
+        public var maxConnections: Int
+        /// A request's head and body must arrive within this (from its first byte), else 408.
+        public var requestReadTimeout: Duration
+        /// A connection whose client takes less than 64 KiB of a response in this long is dropped.
+        public var writeTimeout: Duration
+        /// Request bodies held in memory at once, all connections together; a request that would
+        /// go over gets 503 with `Retry-After`.
+        public var maxBodyMemory: Int
 
         public init(
             app: String, workers: Int = SystemInfo.cpuCount, binds: [String] = ["127.0.0.1:8000"], directory: String? = nil,
             timeout: Duration? = .seconds(30), maxRequests: Int? = nil, maxBody: Int = 16 << 20, maxHeaderBytes: Int = 16 << 10,
-            backlog: Int = 2048, idleTimeout: Duration = .seconds(5), gracePeriod: Duration = .seconds(30), metricsBind: String? = nil
+            backlog: Int = 2048, idleTimeout: Duration = .seconds(5), gracePeriod: Duration = .seconds(30), metricsBind: String? = nil,
+            maxConnections: Int = 1000, requestReadTimeout: Duration = .seconds(30), writeTimeout: Duration = .seconds(30),
+            maxBodyMemory: Int = 256 << 20
         ) {
             self.app = app
             self.workers = workers
@@ -52,17 +63,43 @@ public final class WSGIServer: Service, Sendable {
             self.idleTimeout = idleTimeout
             self.gracePeriod = gracePeriod
             self.metricsBind = metricsBind
+            self.maxConnections = maxConnections
+            self.requestReadTimeout = requestReadTimeout
+            self.writeTimeout = writeTimeout
+            self.maxBodyMemory = maxBodyMemory
         }
     }
 
-    public let configuration: Configuration
-    let core: ServerCore
-    private let group: MultiThreadedEventLoopGroup
-    private let channels = Mutex<[any Channel]>([])
-    private let metricsChannel = Mutex<(any Channel)?>(nil)
+    /// An address the server listens on.
+    public struct Address: Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        /// Listening on every IPv4 interface (`--bind :PORT`).
+        public var allInterfaces = false
+        /// `http://HOST:PORT`
+        public var url: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+        public var description: String { url + (allInterfaces ? " (all interfaces)" : "") }
+    }
 
-    /// Loads the app in `configuration.workers` interpreters. Fails (with `subinterp check`'s
-    /// message for an incompatible extension module) before anything listens.
+    public let configuration: Configuration
+    let runtime: PythonRuntime
+    let logger: Logger
+    let dispatcher = WSGIDispatcher()
+    let metrics = Metrics()
+    private let group: MultiThreadedEventLoopGroup
+    private let http: HTTPServer
+    private let appContext: HTTPServerContext
+    private let metricsServer: HTTPServer
+    /// The addresses the app is served on (bound when the server was made).
+    public let addresses: [Address]
+    /// The address of the metrics endpoint, if any.
+    public let metricsAddress: Address?
+    private let stopped = Mutex(false)
+
+    /// Binds every address first (so a port in use or an unknown host is reported at once, in
+    /// one line, before any worker starts), then loads the app in `configuration.workers`
+    /// interpreters (failing with `subinterp check`'s message for an incompatible extension
+    /// module). Nothing is accepted before `start()`.
     public init(
         configuration: Configuration, runtime: PythonRuntime, logger: Logger,
         accessLog: (@Sendable (String) -> Void)? = nil
@@ -70,151 +107,150 @@ public final class WSGIServer: Service, Sendable {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "--workers must be at least 1")
         }
-        for bind in configuration.binds { _ = try Self.parse(bind, flag: "--bind") }
-        if let metrics = configuration.metricsBind { _ = try Self.parse(metrics, flag: "--metrics-bind") }
+        let binds: [ListenAddress]
+        let metricsBind: ListenAddress?
+        do {
+            binds = try configuration.binds.map { try ListenAddress(parsing: $0, flag: "--bind") }
+            metricsBind = try configuration.metricsBind.map { try ListenAddress(parsing: $0, flag: "--metrics-bind") }
+        } catch {
+            throw SubinterpreterError(.invalidArgument, "\(error)")
+        }
         self.configuration = configuration
-        let application = try await WSGIApplication(
+        self.runtime = runtime
+        self.logger = logger
+        var limits = HTTPLimits()
+        limits.parser.maxBody = configuration.maxBody
+        limits.parser.maxHeadBytes = configuration.maxHeaderBytes
+        limits.parser.maxRequestLine = min(8 << 10, configuration.maxHeaderBytes)
+        limits.idleTimeout = Self.timeAmount(configuration.idleTimeout)
+        limits.requestReadTimeout = Self.timeAmount(configuration.requestReadTimeout)
+        limits.writeTimeout = Self.timeAmount(configuration.writeTimeout)
+        let metrics = self.metrics
+        appContext = HTTPServerContext(
+            application: dispatcher, limits: limits, bodyBudget: HTTPBodyBudget(limit: configuration.maxBodyMemory), logger: logger,
+            recordsRequestLine: accessLog != nil
+        ) { record in
+            metrics.record(status: record.status, elapsed: record.duration)
+            if let accessLog, let line = record.requestLine {
+                accessLog(AccessLog.entry(client: record.client, requestLine: line, status: record.status, bytes: record.bytes))
+            }
+        }
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(SystemInfo.cpuCount, 4)))
+        http = HTTPServer(group: group, maxConnections: configuration.maxConnections)
+        metricsServer = HTTPServer(group: group, maxConnections: 64)
+        do {
+            var bound: [Address] = []
+            for bind in binds {
+                let address = try await http.bind(bind, context: appContext, backlog: configuration.backlog)
+                bound.append(Address(host: address.ipAddress ?? bind.host, port: address.port ?? bind.port, allInterfaces: bind.allInterfaces))
+            }
+            addresses = bound
+            if let metricsBind {
+                let context = HTTPServerContext(
+                    application: MetricsApplication(metrics: metrics, dispatcher: dispatcher, workers: configuration.workers),
+                    limits: HTTPLimits(), bodyBudget: HTTPBodyBudget(limit: 1 << 20), logger: logger)
+                let address = try await metricsServer.bind(metricsBind, context: context, backlog: 64)
+                metricsAddress = Address(
+                    host: address.ipAddress ?? metricsBind.host, port: address.port ?? metricsBind.port, allInterfaces: metricsBind.allInterfaces)
+            } else {
+                metricsAddress = nil
+            }
+            dispatcher.install(try await Self.load(configuration, runtime: runtime, logger: logger))
+        } catch {
+            await http.closeListeners()
+            await metricsServer.closeListeners()
+            try? await group.shutdownGracefully()
+            if let setup = error as? ServerSetupError { throw SubinterpreterError(.invalidArgument, setup.description) }
+            throw error
+        }
+    }
+
+    private static func load(_ configuration: Configuration, runtime: PythonRuntime, logger: Logger) async throws -> WSGIApplication {
+        try await WSGIApplication(
             app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
             timeout: configuration.timeout, path: configuration.directory.map { [$0] } ?? [], runtime: runtime, logger: logger)
-        core = ServerCore(
-            application: application, runtime: runtime, logger: logger, accessLog: accessLog,
-            limits: HTTPLimits(
-                maxBody: configuration.maxBody, maxHeaderBytes: configuration.maxHeaderBytes,
-                idleTimeout: .nanoseconds(Int64(configuration.idleTimeout.components.seconds * 1_000_000_000
-                    + configuration.idleTimeout.components.attoseconds / 1_000_000_000))),
-            workers: configuration.workers)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(SystemInfo.cpuCount, 4)))
     }
 
-    /// An address the server listens on.
-    public struct Address: Sendable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
-        public var description: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
+    private static func timeAmount(_ duration: Duration) -> TimeAmount {
+        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 
-    /// Binds every address and starts accepting. Returns the bound addresses (useful with port 0).
+    /// Starts accepting connections. Returns the bound addresses (useful with port 0).
     @discardableResult
     public func start() async throws -> [Address] {
-        var bound: [Address] = []
-        for bind in configuration.binds {
-            let (host, port) = try Self.parse(bind, flag: "--bind")
-            let core = self.core
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: Int32(configuration.backlog))
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: core.limits.idleTimeout))
-                        try channel.pipeline.syncOperations.addHandler(HTTPHandler(server: core))
-                    }
-                }
-                .bind(host: host, port: port).get()
-            channels.withLock { $0.append(channel) }
-            if let address = channel.localAddress { bound.append(Address(host: address.ipAddress ?? host, port: address.port ?? port)) }
-        }
-        if let metrics = configuration.metricsBind {
-            let (host, port) = try Self.parse(metrics, flag: "--metrics-bind")
-            let channel = try await MetricsEndpoint.bind(host: host, port: port, group: group, core: core)
-            metricsChannel.withLock { $0 = channel }
-        }
-        return bound
-    }
-
-    /// The address the metrics endpoint listens on, once started.
-    public var metricsAddress: Address? {
-        metricsChannel.withLock { channel in
-            channel?.localAddress.map { Address(host: $0.ipAddress ?? "?", port: $0.port ?? 0) }
-        }
+        http.startAccepting()
+        metricsServer.startAccepting()
+        return addresses
     }
 
     /// `Service`: serves until graceful shutdown, then drains and stops.
     public func run() async throws {
-        if channels.withLock({ $0.isEmpty }) { try await start() }
+        http.startAccepting()
+        metricsServer.startAccepting()
         try? await gracefulShutdown()
         await stop()
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the grace period; responses then
-    /// carry `Connection: close`), ends every worker interpreter, and returns.
+    /// Stops accepting, lets in-flight requests finish (up to the grace period; their responses
+    /// carry `Connection: close`, and idle connections close at once), ends every worker
+    /// interpreter, and returns.
     public func stop() async {
-        core.beginDraining()
-        let listening = channels.withLock { channels -> [any Channel] in
-            defer { channels = [] }
-            return channels
+        guard stopped.withLock({ let first = !$0; $0 = true; return first }) else { return }
+        let deadline = NIODeadline.now() + Self.timeAmount(configuration.gracePeriod)
+        appContext.beginDraining()
+        await http.closeListeners()
+        await metricsServer.closeListeners()
+        await http.drain(until: deadline)
+        // Requests whose clients left may still run; they get what is left of the grace period.
+        let generations = dispatcher.all
+        let timer = group.next().scheduleTask(deadline: deadline) { for generation in generations { generation.giveUp() } }
+        for generation in generations { await generation.idle() }
+        timer.cancel()
+        for generation in generations {
+            generation.giveUp()
+            await generation.application.pool.shutdown(cancelPending: true)
         }
-        for channel in listening { try? await channel.close() }
-        let deadline = ContinuousClock.now + configuration.gracePeriod
-        while core.activeRequests > 0 && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        await core.application.pool.shutdown(cancelPending: true)
-        if let metrics = metricsChannel.withLock({ $0 }) { try? await metrics.close() }
+        await metricsServer.drain(until: .now())
         try? await group.shutdownGracefully()
     }
 
     /// Loads the app again in fresh interpreters and switches new requests to them; requests
-    /// already running finish on the old workers, which are then closed. No request is dropped.
+    /// already dispatched finish on the old workers, whose pool closes when the last of them is
+    /// done. No request is dropped.
     public func reload() async throws {
-        let old = core.application
-        let fresh = try await WSGIApplication(
-            app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
-            timeout: configuration.timeout, path: configuration.directory.map { [$0] } ?? [], runtime: core.runtime,
-            logger: core.logger)
-        core.replace(with: fresh)
-        await old.pool.shutdown(cancelPending: false)
+        if let old = try await switchToFreshLoad() { await retire(old) }
     }
 
-    static func parse(_ bind: String, flag: String) throws -> (String, Int) {
-        guard let colon = bind.lastIndex(of: ":"), let port = Int(bind[bind.index(after: colon)...]), (0...65535).contains(port) else {
-            throw SubinterpreterError(.invalidArgument, "\(flag) \(bind): give HOST:PORT, e.g. 127.0.0.1:8000 (port 0 picks a free one)")
+    /// The first half of a reload: loads the app in fresh interpreters and makes them current.
+    /// Returns the generation they replace.
+    func switchToFreshLoad() async throws -> WSGIGeneration? {
+        let fresh = try await Self.load(configuration, runtime: runtime, logger: logger)
+        guard !stopped.withLock({ $0 }) else {
+            await fresh.pool.shutdown(cancelPending: true)
+            return nil
         }
-        var host = String(bind[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "0.0.0.0" : host, port)
+        let old = dispatcher.install(fresh)
+        logger.info("reloaded the app in fresh interpreters", metadata: ["app": "\(configuration.app)"])
+        return old
+    }
+
+    /// The second half: waits until no request holds `old`, then closes its pool.
+    func retire(_ old: WSGIGeneration) async {
+        await old.idle()
+        await old.application.pool.shutdown(cancelPending: false)
+        dispatcher.forget(old)
     }
 }
 
-/// What every connection shares: the current app, limits, counters for metrics, draining state.
-final class ServerCore: Sendable {
-    private let current: Mutex<WSGIApplication>
-    let runtime: PythonRuntime
-    let logger: Logger
-    let accessLog: (@Sendable (String) -> Void)?
-    let limits: HTTPLimits
-    let workers: Int
-    let metrics = Metrics()
-    private let state = Mutex<(active: Int, draining: Bool)>((0, false))
-
-    init(application: WSGIApplication, runtime: PythonRuntime, logger: Logger, accessLog: (@Sendable (String) -> Void)?, limits: HTTPLimits, workers: Int) {
-        current = Mutex(application)
-        self.runtime = runtime
-        self.logger = logger
-        self.accessLog = accessLog
-        self.limits = limits
-        self.workers = workers
-    }
-
-    var application: WSGIApplication { current.withLock { $0 } }
-    var isDraining: Bool { state.withLock { $0.draining } }
-    var activeRequests: Int { state.withLock { $0.active } }
-
-    func beginDraining() { state.withLock { $0.draining = true } }
-
-    func requestStarted() { state.withLock { $0.active += 1 } }
-
-    func requestFinished(status: Int, elapsed: Duration) {
-        state.withLock { $0.active -= 1 }
-        metrics.record(status: status, elapsed: elapsed)
-    }
-
-    func requestRejected(status: Int) { metrics.record(status: status, elapsed: .zero) }
-
-    func replace(with fresh: WSGIApplication) {
-        current.withLock { $0 = fresh }
-        logger.info("reloaded the app in fresh interpreters", metadata: ["app": "\(fresh.app)"])
+/// Common Log Format lines.
+enum AccessLog {
+    static func entry(client: String, requestLine: String, status: Int, bytes: Int) -> String {
+        var time = time_t(Int(Date().timeIntervalSince1970))
+        var parts = tm()
+        localtime_r(&time, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let length = strftime(&buffer, buffer.count, "%d/%b/%Y:%H:%M:%S %z", &parts)
+        let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(client.isEmpty ? "-" : client) - - [\(stamp)] \"\(requestLine)\" \(status) \(bytes > 0 ? String(bytes) : "-")"
     }
 }

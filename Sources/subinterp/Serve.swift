@@ -12,8 +12,9 @@ struct Serve: AsyncParsableCommand {
         discussion: """
             Every option can also come from the environment: SUBINTERP_WORKERS, SUBINTERP_BIND \
             (comma-separated), SUBINTERP_CHDIR, SUBINTERP_PYTHON, SUBINTERP_TIMEOUT, \
-            SUBINTERP_MAX_REQUESTS, SUBINTERP_MAX_BODY, SUBINTERP_BACKLOG, SUBINTERP_ACCESS_LOG (1), \
-            SUBINTERP_LOG_LEVEL, SUBINTERP_METRICS_BIND. A flag wins over its variable.
+            SUBINTERP_MAX_REQUESTS, SUBINTERP_MAX_BODY, SUBINTERP_MAX_BODY_MEMORY, SUBINTERP_BACKLOG, \
+            SUBINTERP_MAX_CONNECTIONS, SUBINTERP_REQUEST_READ_TIMEOUT, SUBINTERP_WRITE_TIMEOUT, \
+            SUBINTERP_ACCESS_LOG (1), SUBINTERP_LOG_LEVEL, SUBINTERP_METRICS_BIND. A flag wins over its variable.
             SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: load the \
             app again in fresh interpreters without dropping a request.
             """)
@@ -21,12 +22,20 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var python: PythonOptions
     @Argument(help: "The app: MODULE:APP, or MODULE:factory() to call a factory.") var app: String
     @Option(help: "Worker interpreters (default: CPU count).") var workers: Int?
-    @Option(help: "HOST:PORT to listen on; repeat for several (default 127.0.0.1:8000; port 0 picks a free one).") var bind: [String] = []
+    @Option(help: "HOST:PORT to listen on; repeat for several (default 127.0.0.1:8000; :PORT for all interfaces; port 0 picks a free one).")
+    var bind: [String] = []
     @Option(help: "Import the app from this directory.") var chdir: String?
     @Option(help: "Interrupt a request that runs longer than this many seconds and answer 504 (default 30; 0 turns it off).") var timeout: Double?
     @Option(help: "Replace a worker with a fresh interpreter after this many requests.") var maxRequests: Int?
     @Option(help: "Answer 413 to request bodies larger than this many bytes (default 16 MiB).") var maxBody: Int?
+    @Option(help: "Answer 503 (with Retry-After) to a request whose body would take the bodies held in memory at once past this many bytes (default 256 MiB, at least --max-body).")
+    var maxBodyMemory: Int?
     @Option(help: "The listen backlog (default 2048).") var backlog: Int?
+    @Option(help: "Connections open at once; at the limit, new ones wait in the listen backlog (default 1000).") var maxConnections: Int?
+    @Option(help: "Answer 408 to a request whose head and body do not arrive within this many seconds of its first byte (default 30).")
+    var requestReadTimeout: Double?
+    @Option(help: "Drop a connection whose client takes less than 64 KiB of a response in this many seconds, freeing its worker (default 30).")
+    var writeTimeout: Double?
     @Flag(help: "Print an access log line per request (Common Log Format) on stdout.") var accessLog = false
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(help: "HOST:PORT for Prometheus metrics.") var metricsBind: String?
@@ -52,10 +61,19 @@ struct Serve: AsyncParsableCommand {
         let timeout = try number(self.timeout, "TIMEOUT", "--timeout") ?? 30
         let maxRequests = try number(self.maxRequests, "MAX_REQUESTS", "--max-requests")
         let maxBody = try number(self.maxBody, "MAX_BODY", "--max-body") ?? 16 << 20
+        // Unless given, the budget is 256 MiB, or one body of --max-body if that is larger.
+        let maxBodyMemory = try number(self.maxBodyMemory, "MAX_BODY_MEMORY", "--max-body-memory") ?? max(256 << 20, maxBody)
         let backlog = try number(self.backlog, "BACKLOG", "--backlog") ?? 2048
+        let maxConnections = try number(self.maxConnections, "MAX_CONNECTIONS", "--max-connections") ?? 1000
+        let requestReadTimeout = try number(self.requestReadTimeout, "REQUEST_READ_TIMEOUT", "--request-read-timeout") ?? 30
+        let writeTimeout = try number(self.writeTimeout, "WRITE_TIMEOUT", "--write-timeout") ?? 30
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if timeout < 0 { throw ValidationError("--timeout must be >= 0 seconds") }
         if maxBody < 0 { throw ValidationError("--max-body must be >= 0") }
+        if maxBodyMemory < maxBody { throw ValidationError("--max-body-memory must be at least --max-body (\(maxBody) bytes)") }
+        if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
+        if !(requestReadTimeout > 0) { throw ValidationError("--request-read-timeout must be > 0 seconds") }
+        if !(writeTimeout > 0) { throw ValidationError("--write-timeout must be > 0 seconds") }
         let binds = bind.isEmpty ? (environment("BIND")?.split(separator: ",").map(String.init) ?? ["127.0.0.1:8000"]) : bind
         // Python first: a relative --python is relative to where the command was started.
         let runtime = try python.start()
@@ -78,21 +96,26 @@ struct Serve: AsyncParsableCommand {
         let configuration = WSGIServer.Configuration(
             app: app, workers: workers, binds: binds, directory: FileManager.default.currentDirectoryPath,
             timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil, maxRequests: maxRequests, maxBody: maxBody,
-            backlog: backlog, metricsBind: metricsBind ?? environment("METRICS_BIND"))
+            backlog: backlog, metricsBind: metricsBind ?? environment("METRICS_BIND"), maxConnections: maxConnections,
+            requestReadTimeout: .milliseconds(Int(requestReadTimeout * 1000)), writeTimeout: .milliseconds(Int(writeTimeout * 1000)),
+            maxBodyMemory: maxBodyMemory)
         let printAccess: (@Sendable (String) -> Void)? = accessLog ? { @Sendable line in printLine(line) } : nil
         let server = try await failing {
             try await WSGIServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
         }
-        let addresses = try await failing { try await server.start() }
-        var ready = "subinterp: serving \(app) on \(addresses.map(\.description).joined(separator: ", ")) with \(workers) worker interpreters"
-        if let metrics = server.metricsAddress { ready += "; metrics on \(metrics)/metrics" }
-        FileHandle.standardError.write(Data((ready + "\n").utf8))
-
+        var ready = "subinterp: serving \(app) on \(server.addresses.map(\.description).joined(separator: ", ")) with \(workers) worker interpreters"
+        if let metrics = server.metricsAddress {
+            ready += "; metrics on \(metrics.url)/metrics" + (metrics.allInterfaces ? " (all interfaces)" : "")
+        }
+        // Every signal is trapped before the readiness line: a SIGHUP or SIGTERM sent as soon as
+        // it appears must reload or stop the server, not kill it.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let group = ServiceGroup(
-            services: [server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+            services: [Announced(server: server, line: ready)], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
-                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                for await _ in hangups {
                     do {
                         try await server.reload()
                     } catch {
@@ -104,5 +127,18 @@ struct Serve: AsyncParsableCommand {
             tasks.cancelAll()
         }
         _ = runtime.finalize()
+    }
+}
+
+/// The server as the service group runs it: it starts accepting and says so on stderr once the
+/// group has trapped its signals.
+private struct Announced: Service {
+    let server: WSGIServer
+    let line: String
+
+    func run() async throws {
+        try await server.start()
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        try await server.run()
     }
 }

@@ -83,6 +83,19 @@ import Darwin
         try server.expectCleanStop()
     }
 
+    @Test func flaskReadsAChunkedBody() throws {
+        // Werkzeug reads CONTENT_LENGTH bytes, or the whole stream only with wsgi.input_terminated.
+        let server = try ServedApp.start("flask_app:app", workers: 1)
+        defer { server.kill() }
+        let client = try RawHTTP(port: server.port)
+        client.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        let response = try #require(client.response())
+        #expect(response.status == 200, "\(response.text)")
+        let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        #expect(object?["length"] as? Int == 11, "\(response.text)")
+        try server.expectCleanStop()
+    }
+
     // MARK: Django
 
     @Test func djangoServesItsURLPatterns() throws {

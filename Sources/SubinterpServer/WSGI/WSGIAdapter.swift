@@ -9,7 +9,6 @@ enum WSGIAdapter {
         let literal = app.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
         return #"""
 import sys as _sys, io as _io, importlib as _importlib
-from urllib.parse import unquote_to_bytes as _unquote_to_bytes
 
 def _load_app(spec):
     module_name, _, attribute = spec.partition(":")
@@ -56,14 +55,19 @@ class _FileWrapper:
             return data
         raise StopIteration
 
-def _check_header_text(text, what):
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
-    if "\r" in text or "\n" in text or "\0" in text:
-        raise ValueError(f"{what} contains CR, LF or NUL: {text!r}")
+def _header_text(text, what):
+    """A header name or value as an exact str. A str subclass (a StrEnum member, say) is
+    accepted and converted with str.__str__, which gives its characters whatever __str__ or
+    __format__ the subclass defines; anything else is an error. CR, LF, NUL and characters
+    outside Latin-1 are refused by the host when it encodes the head."""
+    if type(text) is str:
+        return text
+    if isinstance(text, str):
+        return str.__str__(text)
+    raise TypeError(f"{what} must be a str, not {type(text).__name__}")
 
 class _Response:
-    __slots__ = ("status", "headers", "sent", "chunks", "iterator", "result")
+    __slots__ = ("status", "headers", "sent", "chunks", "iterator", "result", "whole")
 
     def __init__(self):
         self.status = None
@@ -72,6 +76,7 @@ class _Response:
         self.chunks = []
         self.iterator = None
         self.result = None
+        self.whole = False
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -82,18 +87,22 @@ class _Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        _check_header_text(status, "the status")
+        status = _header_text(status, "the status")
         if len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
             raise ValueError(f"the status must look like '200 OK', not {status!r}")
         if not isinstance(headers, list):
             raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
+        checked = []
         for header in headers:
             if not (isinstance(header, tuple) and len(header) == 2):
                 raise TypeError(f"each response header must be a (name, value) tuple, not {header!r}")
-            _check_header_text(header[0], "a header name")
-            _check_header_text(header[1], f"the value of header {header[0]!r}")
+            name, value = header
+            if type(name) is not str or type(value) is not str:
+                name = _header_text(name, "a header name")
+                value = _header_text(value, f"the value of header {name!r}")
+            checked.append((name, value))
         self.status = status
-        self.headers = headers
+        self.headers = checked
         return self.write
 
     def write(self, data):
@@ -106,14 +115,17 @@ class _Response:
             self.sent = True
 
     def pull(self):
-        """Runs the iterable to its next non-empty chunk; returns (chunks, done)."""
+        """Runs the iterable to its next non-empty chunk (a list or tuple, already in memory,
+        to its end, so the host knows the whole body and sends its length); returns
+        (chunks, done)."""
         if self.iterator is not None:
             for data in self.iterator:
                 if not isinstance(data, (bytes, bytearray)):
                     raise TypeError(f"the response iterable yielded {type(data).__name__}, not bytes")
                 if data:
                     self.chunks.append(bytes(data))
-                    break
+                    if not self.whole:
+                        break
             else:
                 self.iterator = None
         if self.status is None:
@@ -129,42 +141,27 @@ class _Response:
         if close is not None:
             close()
 
-def _wsgi_start(request_id, method, target, version, headers, body, server, client):
-    if target.startswith(("http://", "https://")):
-        target = "/" + target.split("://", 1)[1].partition("/")[2]
-    path, _, query = target.partition("?")
-    environ = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": _unquote_to_bytes(path).decode("latin-1"),
-        "QUERY_STRING": query,
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": str(server[1]),
-        "SERVER_PROTOCOL": version,
-        "REMOTE_ADDR": client[0],
-        "REMOTE_PORT": str(client[1]),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": _io.BytesIO(body),
-        "wsgi.errors": _wsgi_errors,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": _wsgi_multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": _FileWrapper,
-    }
-    for name, value in headers:
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            environ[key] = value
-            continue
-        key = "HTTP_" + key
-        environ[key] = environ[key] + "," + value if key in environ else value
-    if body and "CONTENT_LENGTH" not in environ:
-        # A chunked body was read whole, so its length is known: apps can read(CONTENT_LENGTH).
-        environ["CONTENT_LENGTH"] = str(len(body))
+_wsgi_constants = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.errors": _wsgi_errors,
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": _wsgi_multiprocess,
+    "wsgi.run_once": False,
+    "wsgi.file_wrapper": _FileWrapper,
+    "wsgi.input_terminated": True,
+}
+
+def _wsgi_start(request_id, environ, body):
+    """environ holds the request's own keys, made by the host from the raw head (Latin-1
+    values, PATH_INFO decoded, names with '_' dropped); the constant keys are added here."""
+    environ.update(_wsgi_constants)
+    environ["wsgi.input"] = _io.BytesIO(body)
     response = _Response()
     try:
         response.result = _wsgi_app(environ, response.start_response)
+        response.whole = type(response.result) in (list, tuple)
         response.iterator = iter(response.result)
         chunks, done = response.pull()
     except BaseException:

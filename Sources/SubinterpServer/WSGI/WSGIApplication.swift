@@ -4,35 +4,8 @@ import NIOCore
 import Subinterpreters
 import Synchronization
 
-/// One request as the HTTP layer hands it over: head complete, body read (bounded by
-/// `maxBody`).
-struct WSGIRequest: Sendable {
-    var method: String
-    var target: String
-    var version: String
-    var headers: [(String, String)]
-    var body: [UInt8]
-    var server: (host: String, port: Int)
-    var client: (host: String, port: Int)
-    var isHead: Bool
-}
-
-/// Where a worker sends the response of one request. Implemented by the HTTP layer; called on
-/// the worker's thread, in order.
-protocol WSGIResponder: Sendable {
-    /// Whether the client went away (the worker then stops iterating and closes the iterable).
-    var isClosed: Bool { get }
-    /// Sets the response head; it goes out with the first body chunk or the end.
-    func head(status: Int, reason: String, headers: [(String, String)])
-    /// Sends body chunks; returns once the connection has room for more.
-    func body(_ chunks: [[UInt8]], waiting: (() -> Void) -> Void)
-    /// Sends the last chunks and ends the response (with the head, if it has not gone out).
-    func end(_ chunks: [[UInt8]])
-    /// The request failed: an error response if nothing was sent yet, else the connection closes.
-    func fail(status: Int, reason: String)
-}
-
-/// The app, loaded in a pool of worker interpreters, and the path of a request through it.
+/// The app, loaded in a pool of worker interpreters, and the path of a request through it: this
+/// is the one place that uses the pool.
 final class WSGIApplication: Sendable {
     let app: String
     let pool: InterpreterPool
@@ -68,86 +41,102 @@ final class WSGIApplication: Sendable {
         }
     }
 
-    /// Runs the request on a free worker and streams the response to `responder`.
-    func handle(_ request: WSGIRequest, responder: any WSGIResponder, finished: @escaping @Sendable (Int) -> Void) {
+    /// Runs the request on a free worker, which streams the response to `exchange`. `finished`
+    /// runs once the worker is done with the request (whatever the outcome).
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange, finished: @escaping @Sendable () -> Void) {
         let id = nextRequest.add(1, ordering: .relaxed).oldValue
         let logger = self.logger
-        let arguments: [PythonValue] = [
-            PythonValue(id), .string(request.method), .string(request.target), .string(request.version),
-            .list(request.headers.map { .tuple([.string($0.0), .string($0.1)]) }), .bytes(request.body),
-            .tuple([.string(request.server.host), PythonValue(request.server.port)]),
-            .tuple([.string(request.client.host), PythonValue(request.client.port)]),
-        ]
-        let completion: @Sendable (Result<Int, any Error>) -> Void = { result in
+        let environ = PythonValue.dict(WSGIEnvironment.items(for: request))
+        let body = PythonValue.bytes(Array(request.body.readableBytesView))
+        let target = request.head.targetString
+        let completion: @Sendable (Result<Void, any Error>) -> Void = { result in
             switch result {
-            case .success(let status):
-                finished(status)
+            case .success:
+                break
             case .failure(let error as SubinterpreterError) where error.code == .timedOut:
-                logger.error("request timed out; its Python code was interrupted", metadata: ["request": "\(id)", "target": "\(request.target)"])
-                responder.fail(status: 504, reason: "Gateway Timeout")
-                finished(504)
+                logger.error("request timed out; its Python code was interrupted", metadata: ["request": "\(id)", "target": "\(target)"])
+                exchange.fail(status: 504, reason: "Gateway Timeout")
             case .failure(let error as SubinterpreterError) where error.code == .interpreterClosed || error.code == .cancelled:
-                responder.fail(status: 503, reason: "Service Unavailable")
-                finished(503)
+                exchange.fail(status: 503, reason: "Service Unavailable")
             case .failure(let error):
                 let detail = (error as? SubinterpreterError).map { $0.pythonException?.traceback ?? $0.message } ?? "\(error)"
-                logger.error("application error\n\(detail)", metadata: ["request": "\(id)", "target": "\(request.target)"])
-                responder.fail(status: 500, reason: "Internal Server Error")
-                finished(500)
+                logger.error("application error\n\(detail)", metadata: ["request": "\(id)", "target": "\(target)"])
+                exchange.fail(status: 500, reason: "Internal Server Error")
             }
+            finished()
         }
         do {
-            try pool.submit(timeout: timeout, { python -> Int in
-                try Self.run(python, id: id, arguments: arguments, isHead: request.isHead, responder: responder)
+            try pool.submit(timeout: timeout, { python in
+                try Self.run(python, id: id, environ: environ, body: body, exchange: exchange)
             }, completion: completion)
         } catch {
-            responder.fail(status: 503, reason: "Service Unavailable")
-            finished(503)
+            exchange.fail(status: 503, reason: "Service Unavailable")
+            finished()
         }
     }
 
-    /// On the worker's thread: start the app, send the head and each chunk, close the iterable.
-    private static func run(
-        _ python: PythonContext, id: Int, arguments: [PythonValue], isHead: Bool, responder: any WSGIResponder
-    ) throws -> Int {
-        let started = try python.resolve("_wsgi_start").call(arguments: arguments).value
-        guard case .tuple(let parts) = started, parts.count == 5, let status = parts[0].intValue,
-            let reason = parts[1].stringValue, let headerList = parts[2].arrayValue, let firstChunks = parts[3].arrayValue,
-            let done = parts[4].boolValue
+    /// On the worker's thread: starts the app, sends the head with the first chunks (and the
+    /// end, when the response is already whole: one hop to the event loop), then each further
+    /// chunk, waiting with the GIL released while the connection is full, and closes the
+    /// iterable if the client leaves.
+    private static func run(_ python: PythonContext, id: Int, environ: PythonValue, body: PythonValue, exchange: HTTPExchange) throws {
+        let started = try python.resolve("_wsgi_start").call(arguments: [PythonValue(id), environ, body]).value
+        guard case .tuple(let parts) = started, parts.count == 5, let status = parts[0].intValue, let reason = parts[1].stringValue,
+            let headerList = parts[2].arrayValue, let firstChunks = parts[3].arrayValue, let done = parts[4].boolValue
         else {
             throw SubinterpreterError(.runtimeFailed, "the WSGI adapter returned \(started)")
         }
-        let headers = headerList.compactMap { header -> (String, String)? in
-            guard let pair = header.arrayValue, pair.count == 2, let name = pair[0].stringValue, let value = pair[1].stringValue
-            else { return nil }
-            return (name, value)
+        let head: HTTPResponseHead
+        do {
+            head = try responseHead(status: status, reason: reason, headers: headerList)
+        } catch {
+            if !done { _ = try? python.resolve("_wsgi_close").call(arguments: [PythonValue(id)]) }
+            throw SubinterpreterError(.invalidArgument, "the app's response cannot be sent: \(error)")
         }
-        responder.head(status: status, reason: reason, headers: headers)
-        var chunks = firstChunks
-        var finished = done
+        var readiness = exchange.send(head: head, body: buffer(firstChunks), end: done)
+        if done { return }
         while true {
-            let bytes = isHead ? [] : chunks.compactMap { chunk -> [UInt8]? in
-                if case .bytes(let b) = chunk { return b }
-                return nil
+            switch readiness {
+            case .ready:
+                break
+            case .wait(let writable):
+                let open = python.withGILReleased { (try? writable.wait()) != nil }
+                if !open { readiness = .closed }
+            case .closed:
+                break
             }
-            if finished {
-                // Head, body and end in one hop to the event loop: most responses are one chunk.
-                responder.end(bytes)
-                return status
-            }
-            if !bytes.isEmpty {
-                responder.body(bytes) { wait in python.withGILReleased(wait) }
-            }
-            if responder.isClosed {
+            if case .closed = readiness {
                 _ = try python.resolve("_wsgi_close").call(arguments: [PythonValue(id)])
-                return 499
+                return
             }
             let next = try python.resolve("_wsgi_next").call(arguments: [PythonValue(id)]).value
-            guard case .tuple(let more) = next, more.count == 2, let list = more[0].arrayValue, let end = more[1].boolValue else {
+            guard case .tuple(let more) = next, more.count == 2, let chunks = more[0].arrayValue, let end = more[1].boolValue else {
                 throw SubinterpreterError(.runtimeFailed, "the WSGI adapter returned \(next)")
             }
-            chunks = list
-            finished = end
+            readiness = exchange.send(body: buffer(chunks), end: end)
+            if end { return }
         }
+    }
+
+    /// The status line and headers the app gave, checked and encoded; throws (and the request
+    /// gets 500) rather than drop or mangle a header.
+    private static func responseHead(status: Int, reason: String, headers: [PythonValue]) throws -> HTTPResponseHead {
+        var head = try HTTPResponseHead(status: status, reason: reason, capacity: 64 + headers.count * 48)
+        for header in headers {
+            guard let pair = header.arrayValue, pair.count == 2, let name = pair[0].stringValue, let value = pair[1].stringValue else {
+                throw HTTPResponseHeaderError(description: "a response header is not a (str, str) pair: \(header)")
+            }
+            try head.add(name: name, value: value)
+        }
+        return head
+    }
+
+    private static func buffer(_ chunks: [PythonValue]) -> ByteBuffer? {
+        var size = 0
+        for case .bytes(let bytes) in chunks { size += bytes.count }
+        guard size > 0 else { return nil }
+        var buffer = ByteBufferAllocator().buffer(capacity: size)
+        for case .bytes(let bytes) in chunks { buffer.writeBytes(bytes) }
+        return buffer
     }
 }

@@ -1,0 +1,332 @@
+import NIOCore
+import Synchronization
+
+/// What runs requests: the WSGI bridge, the metrics endpoint, later an ASGI bridge. The HTTP
+/// layer (`HTTPConnectionHandler`) parses, frames, times and back-pressures; the application
+/// only sees complete heads and an `HTTPExchange` to answer through.
+protocol HTTPApplication: Sendable {
+    /// How the connection delivers the body of this request: read whole first (bounded by the
+    /// body limits; the default) or handed over as a stream right after the head.
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery
+
+    /// A request arrived. Called on the connection's event loop: return at once and answer
+    /// through `exchange`, from any thread.
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange)
+}
+
+extension HTTPApplication {
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery { .collect }
+}
+
+enum HTTPBodyDelivery: Sendable {
+    /// The whole body is read into memory before `handle` (WSGI).
+    case collect
+    /// `handle` is called after the head; the body arrives through `HTTPRequest.bodyStream`, read
+    /// from the socket only as fast as it is consumed (ASGI).
+    case stream
+}
+
+/// The two ends of a connection.
+struct HTTPConnectionInfo: Sendable {
+    var localHost: String
+    var localPort: Int
+    var remoteHost: String
+    var remotePort: Int
+}
+
+struct HTTPRequest: Sendable {
+    var head: HTTPRequestHead
+    /// The whole body, for `.collect` (empty for `.stream`).
+    var body: ByteBuffer
+    /// The body as it arrives, for `.stream`.
+    var bodyStream: HTTPRequestBodyStream?
+    var connection: HTTPConnectionInfo
+}
+
+/// Why an exchange can take no more response bytes.
+enum HTTPExchangeError: Error, Sendable {
+    /// The connection closed: the client left, or a timeout dropped it.
+    case connectionClosed
+}
+
+/// The response side of one request: a thread-safe handle that any thread (a worker, an async
+/// task) uses to send the head, the body and the end, with back-pressure, or to fail the request.
+///
+/// Every `send` is one hop to the connection's event loop, in call order. Back-pressure follows
+/// the channel's writability (its `WriteBufferWaterMark`): `send` answers `.wait(future)` while
+/// the channel is above its high water mark, or while more than `maxInTransit` sends have not
+/// reached the event loop yet, so little is queued behind what the channel has taken. A blocked
+/// worker calls `future.wait()`; async code awaits `future.get()`. The future fails with
+/// `HTTPExchangeError.connectionClosed` when the connection closes (the client left, or the write
+/// timeout dropped a client that accepted nothing), which frees whoever waits.
+final class HTTPExchange: Sendable {
+    enum Readiness {
+        /// Send more at once.
+        case ready
+        /// Send more once this succeeds; it fails if the connection closes meanwhile.
+        case wait(EventLoopFuture<Void>)
+        /// The connection is closed (or the response already ended): nothing more will be sent.
+        case closed
+    }
+
+    private struct State {
+        var inTransit = 0
+        var writable: Bool
+        var closed = false
+        var ended = false
+        var headSent = false
+        var waiter: EventLoopPromise<Void>?
+        var onClose: [@Sendable () -> Void] = []
+    }
+
+    /// How many sends may be on their way to the event loop while the sender goes on: enough
+    /// that a worker making chunks rarely waits for the loop to take them, few enough that the
+    /// channel's writability reaches the worker within a few chunks.
+    static let maxInTransit = 4
+
+    let eventLoop: any EventLoop
+    private let handler: NIOLoopBound<HTTPConnectionHandler>
+    private let state: Mutex<State>
+    /// Completes when the connection closes.
+    let closeFuture: EventLoopFuture<Void>
+
+    init(handler: HTTPConnectionHandler, eventLoop: any EventLoop, writable: Bool, closeFuture: EventLoopFuture<Void>) {
+        self.eventLoop = eventLoop
+        self.handler = NIOLoopBound(handler, eventLoop: eventLoop)
+        self.state = Mutex(State(writable: writable))
+        self.closeFuture = closeFuture
+    }
+
+    /// Whether the connection closed (the client left, or a timeout dropped it).
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Sends, in one hop: the head (once, before any body), body bytes (framed by the server:
+    /// `Content-Length` or chunked), and with `end` the end of the response. When the head and
+    /// the end come together, the server knows the whole body and sends its length.
+    @discardableResult
+    func send(head: HTTPResponseHead? = nil, body: ByteBuffer? = nil, end: Bool = false) -> Readiness {
+        let readiness = state.withLock { state -> Readiness in
+            guard !state.closed, !state.ended else { return .closed }
+            precondition(head == nil || !state.headSent, "a response head was sent twice")
+            precondition(head != nil || state.headSent, "response body sent before the head")
+            state.headSent = true
+            state.ended = end
+            state.inTransit += 1
+            if !end && (state.inTransit > Self.maxInTransit || !state.writable) {
+                let promise = state.waiter ?? eventLoop.makePromise()
+                state.waiter = promise
+                return .wait(promise.futureResult)
+            }
+            return .ready
+        }
+        if case .closed = readiness { return .closed }
+        let handler = self.handler
+        eventLoop.execute {
+            let writable = handler.value.send(from: self, head: head, body: body, end: end)
+            self.hopArrived(writable: writable)
+        }
+        return readiness
+    }
+
+    /// Fails the request: an error response (`Connection: close`) if no head went out yet,
+    /// otherwise the connection closes, the only honest end of a response already begun.
+    func fail(status: Int, reason: String) {
+        let proceed = state.withLock { state -> Bool in
+            guard !state.closed, !state.ended else { return false }
+            state.ended = true
+            return true
+        }
+        guard proceed else { return }
+        let handler = self.handler
+        eventLoop.execute { handler.value.fail(from: self, status: status, reason: reason) }
+    }
+
+    /// Sends `head` (a 101) and hands the connection to another protocol: `configure` adds its
+    /// handlers to the channel's pipeline (on the event loop), then the HTTP handler leaves the
+    /// pipeline and passes on any bytes the client sent after the request.
+    func upgrade(head: HTTPResponseHead, configure: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) -> EventLoopFuture<Void> {
+        let proceed = state.withLock { state -> Bool in
+            guard !state.closed, !state.ended, !state.headSent else { return false }
+            state.headSent = true
+            state.ended = true
+            return true
+        }
+        guard proceed else { return eventLoop.makeFailedFuture(HTTPExchangeError.connectionClosed) }
+        let handler = self.handler
+        let promise = eventLoop.makePromise(of: Void.self)
+        eventLoop.execute { handler.value.upgrade(from: self, head: head, configure: configure, promise: promise) }
+        return promise.futureResult
+    }
+
+    /// Runs `callback` once when the connection closes (at once if it has).
+    func onClose(_ callback: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.closed { return true }
+            state.onClose.append(callback)
+            return false
+        }
+        if runNow { callback() }
+    }
+
+    // MARK: - From the event loop
+
+    /// A `send` reached the event loop; `writable` is the channel's writability after it.
+    private func hopArrived(writable: Bool) {
+        let waiter = state.withLock { state -> EventLoopPromise<Void>? in
+            state.inTransit -= 1
+            state.writable = writable
+            return Self.takeWaiterIfReady(&state)
+        }
+        waiter?.succeed()
+    }
+
+    func writabilityChanged(_ writable: Bool) {
+        let waiter = state.withLock { state -> EventLoopPromise<Void>? in
+            state.writable = writable
+            return Self.takeWaiterIfReady(&state)
+        }
+        waiter?.succeed()
+    }
+
+    private static func takeWaiterIfReady(_ state: inout State) -> EventLoopPromise<Void>? {
+        guard state.writable, state.inTransit <= Self.maxInTransit, let waiter = state.waiter else { return nil }
+        state.waiter = nil
+        return waiter
+    }
+
+    /// The connection closed: wakes a waiting sender with an error and runs the close callbacks.
+    func markClosed() {
+        let (waiter, callbacks) = state.withLock { state -> (EventLoopPromise<Void>?, [@Sendable () -> Void]) in
+            guard !state.closed else { return (nil, []) }
+            state.closed = true
+            defer {
+                state.waiter = nil
+                state.onClose = []
+            }
+            return (state.waiter, state.onClose)
+        }
+        waiter?.fail(HTTPExchangeError.connectionClosed)
+        for callback in callbacks { callback() }
+    }
+
+    /// The response was written whole: later sends are refused, waiters released.
+    func markFinished() {
+        let waiter = state.withLock { state -> EventLoopPromise<Void>? in
+            state.ended = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.succeed()
+    }
+}
+
+/// A request body read from the socket only as fast as it is consumed (`.stream` delivery).
+///
+/// `read()` returns the next piece, or nil at the end; it fails if the request cannot be read
+/// to its end (a malformed chunk, the client left). While more than `highWater` bytes wait
+/// unread, the connection stops reading from the socket; it reads again once they are taken.
+final class HTTPRequestBodyStream: Sendable {
+    private struct State {
+        var pieces: [ByteBuffer] = []
+        var head = 0
+        var buffered = 0
+        var finished = false
+        var error: (any Error)?
+        var waiter: EventLoopPromise<ByteBuffer?>?
+        /// The connection paused reading and wants to hear when there is room.
+        var pausedReading = false
+    }
+
+    let eventLoop: any EventLoop
+    let highWater: Int
+    private let state = Mutex(State())
+    private let resume: @Sendable () -> Void
+
+    init(eventLoop: any EventLoop, highWater: Int = 64 << 10, resume: @escaping @Sendable () -> Void) {
+        self.eventLoop = eventLoop
+        self.highWater = highWater
+        self.resume = resume
+    }
+
+    /// The next piece of the body; nil at its end.
+    func read() -> EventLoopFuture<ByteBuffer?> {
+        enum Outcome {
+            case value(ByteBuffer?, resume: Bool)
+            case failure(any Error)
+            case wait(EventLoopFuture<ByteBuffer?>, resume: Bool)
+        }
+        let outcome = state.withLock { state -> Outcome in
+            if state.head < state.pieces.count {
+                let piece = state.pieces[state.head]
+                state.head += 1
+                if state.head == state.pieces.count {
+                    state.pieces.removeAll(keepingCapacity: true)
+                    state.head = 0
+                }
+                state.buffered -= piece.readableBytes
+                let resume = state.pausedReading && state.buffered < highWater
+                if resume { state.pausedReading = false }
+                return .value(piece, resume: resume)
+            }
+            if let error = state.error { return .failure(error) }
+            if state.finished { return .value(nil, resume: false) }
+            let promise = state.waiter ?? eventLoop.makePromise()
+            state.waiter = promise
+            let resume = state.pausedReading
+            state.pausedReading = false
+            return .wait(promise.futureResult, resume: resume)
+        }
+        switch outcome {
+        case .value(let piece, let resume):
+            if resume { self.resume() }
+            return eventLoop.makeSucceededFuture(piece)
+        case .failure(let error):
+            return eventLoop.makeFailedFuture(error)
+        case .wait(let future, let resume):
+            if resume { self.resume() }
+            return future
+        }
+    }
+
+    // MARK: - From the connection (on the event loop)
+
+    /// Adds a piece; false when the reader is behind by more than `highWater` (the connection
+    /// then pauses reading until `resume` is called).
+    func push(_ piece: ByteBuffer) -> Bool {
+        let (waiter, full) = state.withLock { state -> (EventLoopPromise<ByteBuffer?>?, Bool) in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return (waiter, false)
+            }
+            state.pieces.append(piece)
+            state.buffered += piece.readableBytes
+            let full = state.buffered >= highWater
+            if full { state.pausedReading = true }
+            return (nil, full)
+        }
+        waiter?.succeed(piece)
+        return !full
+    }
+
+    /// Whether the connection should read more for this body now.
+    var wantsMore: Bool { state.withLock { !$0.pausedReading } }
+
+    func finish() {
+        let waiter = state.withLock { state -> EventLoopPromise<ByteBuffer?>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.succeed(nil)
+    }
+
+    func fail(_ error: any Error) {
+        let waiter = state.withLock { state -> EventLoopPromise<ByteBuffer?>? in
+            guard !state.finished, state.error == nil else { return nil }
+            state.error = error
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.fail(error)
+    }
+}

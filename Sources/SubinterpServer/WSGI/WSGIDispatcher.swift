@@ -1,0 +1,118 @@
+import NIOCore
+import Synchronization
+
+/// One load of the app (at start, and again at each reload) and how many requests hold it.
+///
+/// A request takes its generation when it is dispatched and gives it back when its worker is
+/// done with it, so a reload retires the old generation and closes its pool only when the
+/// last request that picked it is done: none of them can find that pool shut.
+final class WSGIGeneration: Sendable {
+    let application: WSGIApplication
+    private struct State {
+        var inFlight = 0
+        var retired = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    init(_ application: WSGIApplication) {
+        self.application = application
+    }
+
+    var inFlight: Int { state.withLock { $0.inFlight } }
+
+    fileprivate func acquire() {
+        state.withLock { $0.inFlight += 1 }
+    }
+
+    /// Gives back what `WSGIDispatcher.pick()` took.
+    func release() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.inFlight -= 1
+            guard state.inFlight == 0 else { return [] }
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    fileprivate func retire() {
+        state.withLock { $0.retired = true }
+    }
+
+    /// Returns once no request holds this generation, or when `giveUp()` is called.
+    func idle() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                guard state.inFlight > 0 else { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Releases everyone waiting in `idle()` (shutdown's grace period is over).
+    func giveUp() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// The `HTTPApplication` of `subinterp serve`: runs each request on the current generation of
+/// the app, counting it in.
+final class WSGIDispatcher: HTTPApplication {
+    private struct State {
+        var current: WSGIGeneration?
+        /// Replaced generations whose requests have not all finished.
+        var retiring: [WSGIGeneration] = []
+    }
+    private let state = Mutex(State())
+
+    var current: WSGIGeneration? { state.withLock { $0.current } }
+
+    /// Every generation still alive: the current one and those retiring.
+    var all: [WSGIGeneration] {
+        state.withLock { state in (state.current.map { [$0] } ?? []) + state.retiring }
+    }
+
+    /// Makes `application` current; returns the generation it replaces (now retiring).
+    @discardableResult
+    func install(_ application: WSGIApplication) -> WSGIGeneration? {
+        let fresh = WSGIGeneration(application)
+        return state.withLock { state in
+            let old = state.current
+            if let old {
+                old.retire()
+                state.retiring.append(old)
+            }
+            state.current = fresh
+            return old
+        }
+    }
+
+    /// The retired generation is closed: forget it.
+    func forget(_ generation: WSGIGeneration) {
+        state.withLock { state in state.retiring.removeAll { $0 === generation } }
+    }
+
+    /// The current generation, counted in until `release()`. Taken under the same lock that
+    /// switches generations: once `install` returns, nothing can pick the old one any more.
+    func pick() -> WSGIGeneration? {
+        state.withLock { state in
+            state.current?.acquire()
+            return state.current
+        }
+    }
+
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
+        guard let generation = pick() else {
+            exchange.fail(status: 503, reason: "Service Unavailable")
+            return
+        }
+        generation.application.handle(request, exchange) { generation.release() }
+    }
+}
