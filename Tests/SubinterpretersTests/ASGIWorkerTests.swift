@@ -373,6 +373,51 @@ import Testing
         await server.shutdown(grace: .seconds(5))
     }
 
+    @Test func aSleepingLoopWakesForEveryRequestPostedToIt() async throws {
+        // Request after request, each posted when the loop has just gone to sleep or is about
+        // to: a lost wake-up would leave one waiting until the failure timeout.
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    for _ in 0..<300 {
+                        let sink = TestHTTPSink()
+                        _ = server.get("/hello", sink: sink)
+                        let outcome = try await sink.outcome(timeout: .seconds(10))
+                        #expect(outcome == .completed)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        await server.shutdown(grace: .seconds(5))
+    }
+
+    @Test func theWorkerLetsGoOfEveryRequest() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        final class Weak: Sendable {
+            let exchanges = Mutex<[() -> ASGIExchange?]>([])
+        }
+        let weak = Weak()
+        let targets = ["/hello", "/boom", "/chunks", "/task-receive", "/no-response", "/stream"]
+        for target in targets {
+            let sink = TestHTTPSink()
+            if let exchange = server.get(target, method: "POST", sink: sink, body: Array("x".utf8)) {
+                weak.exchanges.withLock { $0.append { [weak exchange] in exchange } }
+            }
+            _ = try await sink.outcome()
+        }
+        // A last request: once it is done, the loop has gone round after every earlier one.
+        let last = TestHTTPSink()
+        _ = server.get("/hello", sink: last)
+        _ = try await last.outcome()
+        #expect(weak.exchanges.withLock { $0.count } == targets.count)
+        #expect(weak.exchanges.withLock { $0.allSatisfy { $0() == nil } })
+        await server.shutdown(grace: .seconds(5))
+    }
+
     // MARK: Limits and shutdown
 
     @Test func requestsBeyondTheConcurrencyLimitGet503() async throws {

@@ -130,7 +130,7 @@ final class ASGIWorker: Sendable {
 
     /// The worker's report of how a request ended (on its thread).
     func finished(_ exchange: ASGIExchange, outcome: Int32, detail: String?) {
-        var metadata: Logger.Metadata = ["target": "\(exchange.target)"]
+        let metadata: Logger.Metadata = ["target": "\(exchange.target)"]
         let result: ASGIOutcome
         switch outcome {
         case CPY_ASGI_COMPLETED:
@@ -139,8 +139,10 @@ final class ASGIWorker: Sendable {
             result = .disconnected
         case CPY_ASGI_INTERRUPTED:
             result = .failed(status: 504)
-        case CPY_ASGI_FAILED, CPY_ASGI_INCOMPLETE:
-            result = .failed(status: 500)
+        case CPY_ASGI_CANCELLED:
+            // Not by the host (that ends the exchange first): the worker is stopping, or the
+            // app cancelled its own task.
+            result = .failed(status: 503)
         default:
             result = .failed(status: 500)
         }
@@ -153,8 +155,7 @@ final class ASGIWorker: Sendable {
         case CPY_ASGI_INTERRUPTED:
             logger.error("request interrupted: it held the worker's event loop", metadata: metadata)
         case CPY_ASGI_CANCELLED:
-            metadata["reason"] = "its task was cancelled"
-            logger.error("request failed", metadata: metadata)
+            logger.warning("request ended: its task was cancelled", metadata: metadata)
         default:
             break
         }
