@@ -123,7 +123,12 @@ typedef struct {
     PyObject *value;
     PyObject *future;
     PyObject *iter;
+    /// For a receive() that waits: the request it takes its event from once woken.
+    PyObject *request;
 } cpy_asgi_awaitable;
+
+static PyObject *cpy_asgi_receive_now(cpy_asgi_state *state, cpy_asgi_request *request);
+static PyObject *cpy_asgi_receive_wait(cpy_asgi_state *state, cpy_asgi_request *request);
 
 static cpy_asgi_state *cpy_asgi_state_of(PyObject *object) { return cpy_PyType_GetModuleState(cpy_type(object)); }
 
@@ -191,17 +196,21 @@ static PyObject *cpy_asgi_ready(cpy_asgi_state *state, PyObject *value /* stolen
     return (PyObject *)awaitable;
 }
 
-static PyObject *cpy_asgi_waiting(cpy_asgi_state *state, PyObject *future /* borrowed */) {
+/// An awaitable that waits on `future` (borrowed). A receive() passes its `request`: woken,
+/// it takes its event from the request then.
+static PyObject *cpy_asgi_waiting(cpy_asgi_state *state, PyObject *future, PyObject *request) {
     cpy_asgi_awaitable *awaitable = (cpy_asgi_awaitable *)cpy_asgi_alloc(state->awaitable_type);
     if (awaitable == NULL) return NULL;
     cpy_incref(future);
     awaitable->future = future;
+    if (request != NULL) cpy_incref(request);
+    awaitable->request = request;
     return (PyObject *)awaitable;
 }
 
 static int cpy_asgi_awaitable_step(PyObject *self, PyObject *argument, PyObject **result) {
     cpy_asgi_awaitable *awaitable = (cpy_asgi_awaitable *)self;
-    if (awaitable->future != NULL) {
+    while (awaitable->future != NULL) {
         if (awaitable->iter == NULL) {
             // The future's own iterator: it marks the future as blocking and yields it, which
             // is what an asyncio Task waits on.
@@ -209,11 +218,27 @@ static int cpy_asgi_awaitable_step(PyObject *self, PyObject *argument, PyObject 
             if (awaitable->iter == NULL) return CPY_PYGEN_ERROR;
         }
         int status = cpy_PyIter_Send(awaitable->iter, argument, result);
-        if (status != CPY_PYGEN_NEXT) {
-            CLEAR(awaitable->iter);
-            CLEAR(awaitable->future);
+        if (status == CPY_PYGEN_NEXT) return status;
+        CLEAR(awaitable->iter);
+        CLEAR(awaitable->future);
+        if (status == CPY_PYGEN_ERROR || awaitable->request == NULL) return status;
+        // A receive() woken up takes its event only now that it runs: if its task was
+        // cancelled in between, the event stays for the next receive(). If another receive()
+        // took it first, this one waits again.
+        cpy_decref(*result);
+        *result = NULL;
+        cpy_asgi_state *state = cpy_asgi_state_of(self);
+        cpy_asgi_request *request = (cpy_asgi_request *)awaitable->request;
+        PyObject *message = cpy_asgi_receive_now(state, request);
+        if (message != NULL) {
+            *result = message;
+            CLEAR(awaitable->request);
+            return CPY_PYGEN_RETURN;
         }
-        return status;
+        if (cpy_PyErr_Occurred()) return CPY_PYGEN_ERROR;
+        awaitable->future = cpy_asgi_receive_wait(state, request);
+        if (awaitable->future == NULL) return CPY_PYGEN_ERROR;
+        argument = cpy_none();
     }
     *result = awaitable->value ? awaitable->value : cpy_none();
     cpy_incref(*result);
@@ -270,10 +295,12 @@ static PyObject *cpy_asgi_awaitable_throw(PyObject *self, PyObject *const *args,
         if (result == NULL) {
             CLEAR(awaitable->iter);
             CLEAR(awaitable->future);
+            CLEAR(awaitable->request);
         }
         return result;
     }
     CLEAR(awaitable->future);
+    CLEAR(awaitable->request);
     PyObject *given = args[0];
     if (cpy_PyType_GetFlags(cpy_type(given)) & CPY_TPFLAGS_BASE_EXC_SUBCLASS) {
         cpy_PyErr_SetObject((PyObject *)cpy_type(given), given);
@@ -295,6 +322,7 @@ static PyObject *cpy_asgi_awaitable_close(PyObject *self, PyObject *unused) {
     }
     CLEAR(awaitable->iter);
     CLEAR(awaitable->future);
+    CLEAR(awaitable->request);
     return cpy_new_none();
 }
 
@@ -304,6 +332,7 @@ static int cpy_asgi_awaitable_traverse(PyObject *self, int (*visit)(PyObject *, 
     VISIT(awaitable->value);
     VISIT(awaitable->future);
     VISIT(awaitable->iter);
+    VISIT(awaitable->request);
     return 0;
 }
 
@@ -312,6 +341,7 @@ static int cpy_asgi_awaitable_clear(PyObject *self) {
     CLEAR(awaitable->value);
     CLEAR(awaitable->future);
     CLEAR(awaitable->iter);
+    CLEAR(awaitable->request);
     return 0;
 }
 
@@ -441,76 +471,74 @@ static PyObject *cpy_asgi_take_inbox(cpy_asgi_state *state, cpy_asgi_request *re
     return message;
 }
 
-/// Gives inbox messages to waiting receive() calls, oldest first, then a disconnect to the rest
-/// if the client is gone or the response is complete.
-static void cpy_asgi_deliver(cpy_asgi_state *state, cpy_asgi_request *request) {
-    while (request->receivers != NULL && cpy_PyList_Size(request->receivers) > 0) {
-        int disconnect = request->inbox == NULL
-                         && ((request->flags & (F_DISCONNECTED | F_FINISHED))
-                             || (request->kind == R_HTTP && request->state == ST_COMPLETE));
-        if (request->inbox == NULL && !disconnect) return;
-        PyObject *future = cpy_PyList_GetItem(request->receivers, 0);
-        cpy_incref(future);
-        PyObject *rest = cpy_PyList_New(0);
-        Py_ssize_t count = cpy_PyList_Size(request->receivers);
-        for (Py_ssize_t i = 1; rest != NULL && i < count; i++) {
-            if (cpy_PyList_Append(rest, cpy_PyList_GetItem(request->receivers, i)) < 0) CLEAR(rest);
-        }
-        if (rest == NULL) {
-            cpy_decref(future);
-            cpy_PyErr_WriteUnraisable(NULL);
-            return;
-        }
-        PyObject *old = request->receivers;
-        request->receivers = rest;
-        cpy_decref(old);
-        PyObject *done = cpy_asgi_call_method(state, M_DONE, future, NULL);
-        int cancelled = done == NULL || done == cpy_true();
-        cpy_xdecref(done);
-        if (done == NULL) cpy_PyErr_WriteUnraisable(future);
-        if (!cancelled) {
-            PyObject *message = disconnect ? cpy_asgi_disconnect_message(state, request) : cpy_asgi_take_inbox(state, request);
-            if (message == NULL) {
-                cpy_PyErr_WriteUnraisable(future);
-            } else {
-                cpy_asgi_resolve(state, future, message);
-                cpy_decref(message);
-            }
-        }
-        cpy_decref(future);
-    }
+/// Wakes every waiting receive(): an event arrived, or there will be none (disconnect, response
+/// complete). Each takes what there is when it runs.
+static void cpy_asgi_wake(cpy_asgi_state *state, cpy_asgi_request *request) {
+    PyObject *receivers = request->receivers;
+    request->receivers = NULL;
+    if (receivers == NULL) return;
+    Py_ssize_t count = cpy_PyList_Size(receivers);
+    for (Py_ssize_t i = 0; i < count; i++) cpy_asgi_resolve(state, cpy_PyList_GetItem(receivers, i), NULL);
+    cpy_decref(receivers);
 }
 
 // MARK: - Request: receive
 
-static PyObject *cpy_asgi_receive(PyObject *self, PyObject *unused) {
-    (void)unused;
-    cpy_asgi_request *request = (cpy_asgi_request *)self;
-    cpy_asgi_state *state = cpy_asgi_state_of(self);
+/// The app's next event if there is one now (a new reference), else NULL: with an exception set
+/// on failure, without one if the app must wait.
+static PyObject *cpy_asgi_receive_now(cpy_asgi_state *state, cpy_asgi_request *request) {
     if (request->kind == R_WEBSOCKET && !(request->flags & F_CONNECT_SENT)) {
         request->flags |= F_CONNECT_SENT;
-        return cpy_asgi_ready(state, cpy_asgi_new_message(state, V_WS_CONNECT));
+        return cpy_asgi_new_message(state, V_WS_CONNECT);
     }
-    int waiting = request->receivers != NULL && cpy_PyList_Size(request->receivers) > 0;
-    if (request->inbox != NULL && !waiting) return cpy_asgi_ready(state, cpy_asgi_take_inbox(state, request));
-    int over = (request->flags & (F_DISCONNECTED | F_FINISHED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE);
-    if (over && request->inbox == NULL && !waiting) return cpy_asgi_ready(state, cpy_asgi_disconnect_message(state, request));
-    // Ask the host for more only now that the app waits for it (an HTTP body has none to give
-    // once its last chunk went out: then this waits for the disconnect).
+    if (request->inbox != NULL) return cpy_asgi_take_inbox(state, request);
+    if ((request->flags & (F_DISCONNECTED | F_FINISHED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE)) {
+        return cpy_asgi_disconnect_message(state, request);
+    }
+    return NULL;
+}
+
+/// A future the next event wakes (a new reference). Asks the host for more only now that the
+/// app waits for it (an HTTP body whose last chunk went out has none: then this waits for the
+/// disconnect or the end of the response).
+static PyObject *cpy_asgi_receive_wait(cpy_asgi_state *state, cpy_asgi_request *request) {
     int more_to_come = request->kind == R_WEBSOCKET || !(request->flags & F_BODY_DONE);
-    if (more_to_come && !over && !(request->flags & F_DEMANDED) && request->inbox == NULL) {
+    if (more_to_come && !(request->flags & F_DEMANDED)) {
         request->flags |= F_DEMANDED;
         const cpy_asgi_host *host = cpy_asgi_host_functions();
         if (host->demand) host->demand(request->exchange);
     }
     PyObject *future = cpy_asgi_new_future(state);
     if (future == NULL) return NULL;
-    if (request->receivers == NULL) request->receivers = cpy_PyList_New(0);
-    if (request->receivers == NULL || cpy_PyList_Append(request->receivers, future) < 0) {
+    // Receives whose callers gave up (cancelled waits) do not pile up.
+    PyObject *kept = cpy_PyList_New(0);
+    if (kept != NULL && cpy_PyList_Append(kept, future) < 0) CLEAR(kept);
+    Py_ssize_t count = request->receivers ? cpy_PyList_Size(request->receivers) : 0;
+    for (Py_ssize_t i = 0; kept != NULL && i < count; i++) {
+        PyObject *waiting = cpy_PyList_GetItem(request->receivers, i);
+        PyObject *done = cpy_asgi_call_method(state, M_DONE, waiting, NULL);
+        if (done == NULL || (done != cpy_true() && cpy_PyList_Append(kept, waiting) < 0)) CLEAR(kept);
+        cpy_xdecref(done);
+    }
+    if (kept == NULL) {
         cpy_decref(future);
         return NULL;
     }
-    PyObject *awaitable = cpy_asgi_waiting(state, future);
+    CLEAR(request->receivers);
+    request->receivers = kept;
+    return future;
+}
+
+static PyObject *cpy_asgi_receive(PyObject *self, PyObject *unused) {
+    (void)unused;
+    cpy_asgi_request *request = (cpy_asgi_request *)self;
+    cpy_asgi_state *state = cpy_asgi_state_of(self);
+    PyObject *message = cpy_asgi_receive_now(state, request);
+    if (message != NULL) return cpy_asgi_ready(state, message);
+    if (cpy_PyErr_Occurred()) return NULL;
+    PyObject *future = cpy_asgi_receive_wait(state, request);
+    if (future == NULL) return NULL;
+    PyObject *awaitable = cpy_asgi_waiting(state, future, self);
     cpy_decref(future);
     return awaitable;
 }
@@ -648,7 +676,7 @@ static PyObject *cpy_asgi_client_gone(cpy_asgi_state *state) {
 static PyObject *cpy_asgi_after_send(cpy_asgi_state *state, cpy_asgi_request *request, int answer) {
     if (answer == CPY_ASGI_CLOSED) {
         request->flags |= F_DISCONNECTED;
-        cpy_asgi_deliver(state, request);
+        cpy_asgi_wake(state, request);
         return cpy_asgi_client_gone(state);
     }
     if (answer == CPY_ASGI_FULL && !(request->flags & F_DISCONNECTED)) {
@@ -661,7 +689,7 @@ static PyObject *cpy_asgi_after_send(cpy_asgi_state *state, cpy_asgi_request *re
             cpy_asgi_resolve(state, old, NULL);
             cpy_decref(old);
         }
-        return cpy_asgi_waiting(state, future);
+        return cpy_asgi_waiting(state, future, NULL);
     }
     cpy_incref(state->done);
     return state->done;
@@ -760,7 +788,7 @@ static PyObject *cpy_asgi_send_http(cpy_asgi_state *state, cpy_asgi_request *req
         request->state = ST_COMPLETE;
         // A task waiting in receive() for the disconnect (Starlette's listen_for_disconnect)
         // ends now.
-        cpy_asgi_deliver(state, request);
+        cpy_asgi_wake(state, request);
     }
     return cpy_asgi_after_send(state, request, answer);
 }
@@ -994,7 +1022,7 @@ static void cpy_asgi_finish(cpy_asgi_state *state, cpy_asgi_request *request, Py
     cpy_xdecref(detail);
     // Anything else still waiting on this request (a task the app started) hears it is over.
     cpy_asgi_free_inbox(request);
-    cpy_asgi_deliver(state, request);
+    cpy_asgi_wake(state, request);
     PyObject *writer = request->writer;
     request->writer = NULL;
     if (writer != NULL) {
@@ -1508,7 +1536,7 @@ static void cpy_asgi_dispatch_one(cpy_asgi_state *state, cpy_asgi_event *event) 
             request->inbox = event;
         }
         request->inbox_tail = event;
-        cpy_asgi_deliver(state, request);
+        cpy_asgi_wake(state, request);
         break;
     case CPY_ASGI_DISCONNECT:
         request->flags |= F_DISCONNECTED;
@@ -1517,7 +1545,7 @@ static void cpy_asgi_dispatch_one(cpy_asgi_state *state, cpy_asgi_event *event) 
         request->close_reason = cpy_PyUnicode_DecodeUTF8((const char *)cpy_asgi_event_payload(event), (Py_ssize_t)event->payload_length, "replace");
         if (request->close_reason == NULL) cpy_PyErr_Clear();
         cpy_asgi_event_free(event);
-        cpy_asgi_deliver(state, request);
+        cpy_asgi_wake(state, request);
         if (request->writer != NULL) {
             PyObject *writer = request->writer;
             request->writer = NULL;

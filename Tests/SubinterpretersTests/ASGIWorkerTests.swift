@@ -108,6 +108,25 @@ import Testing
                 EVENTS.put(polled)
                 message = await receive()
                 await respond(send, 200, f"{polled}; then {message['body'].decode()}".encode())
+            elif path == "/cancelled-after-wake":
+                # A receive() woken by a chunk whose task is cancelled before it runs (a timeout
+                # firing in the same loop iteration): the chunk must stay for the next receive().
+                reader = asyncio.ensure_future(receive())
+                async def cancel_reader_once_woken():
+                    while not (reader._fut_waiter is not None and reader._fut_waiter.done()):
+                        await asyncio.sleep(0)
+                    reader.cancel()
+                canceller = asyncio.ensure_future(cancel_reader_once_woken())
+                await asyncio.sleep(0)
+                EVENTS.put("reader waits")
+                await canceller
+                try:
+                    await reader
+                    outcome = "reader ran"
+                except asyncio.CancelledError:
+                    outcome = "reader cancelled"
+                message = await receive()
+                await respond(send, 200, f"{outcome}; then {message['body'].decode()}".encode())
             else:
                 await respond(send, 404, b"not found")
         """#
@@ -278,6 +297,20 @@ import Testing
         exchange.body("the chunk", more: false)
         #expect(try await polled.outcome() == .completed)
         #expect(polled.body == "nothing yet; then the chunk")
+        await server.shutdown(grace: .seconds(5))
+    }
+
+    @Test func aChunkWokenForACancelledReceiveIsNotLost() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        var configuration = app.configuration()
+        configuration.timeout = .seconds(5)
+        let server = try await app.start(configuration)
+        let sink = TestHTTPSink()
+        let exchange = try #require(server.get("/cancelled-after-wake", method: "POST", sink: sink, more: true))
+        #expect(try await app.nextEvent() == "reader waits")
+        exchange.body("the chunk", more: false)
+        #expect(try await sink.outcome() == .completed)
+        #expect(sink.body == "reader cancelled; then the chunk")
         await server.shutdown(grace: .seconds(5))
     }
 

@@ -270,6 +270,7 @@ typedef struct {
     X(int, PyErr_GivenExceptionMatches, (PyObject *given, PyObject *exc), (given, exc)) \
     X(int, PyObject_IsInstance, (PyObject *o, PyObject *cls), (o, cls)) \
     X(int, PyList_Append, (PyObject *list, PyObject *item), (list, item)) \
+    X(PyObject *, PyList_GetSlice, (PyObject *list, Py_ssize_t low, Py_ssize_t high), (list, low, high)) \
     V(PyObject_GC_UnTrack, (void *o), (o)) \
     V(PyErr_WriteUnraisable, (PyObject *o), (o))
 
