@@ -86,6 +86,10 @@ import Testing
                 except asyncio.CancelledError:
                     EVENTS.put("cancelled")
                     raise
+            elif path == "/block":
+                EVENTS.put("blocking")
+                import time
+                time.sleep(float(scope["query_string"] or b"30"))
             elif path == "/spin":
                 EVENTS.put("spinning")
                 try:
@@ -470,6 +474,30 @@ import Testing
         _ = server.get("/hello", sink: admitted)
         #expect(try await admitted.outcome() == .completed)
         await server.shutdown(grace: .seconds(5))
+    }
+
+    @Test func shutdownReturnsEvenIfALoopIsBlockedInASystemCall() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        var configuration = app.configuration()
+        configuration.timeout = nil
+        configuration.cancelGrace = .milliseconds(100)
+        configuration.stopLimit = .milliseconds(500)
+        let server = try await app.start(configuration)
+        let sink = TestHTTPSink()
+        _ = server.get("/block?5", sink: sink)
+        #expect(try await app.nextEvent() == "blocking")
+        // time.sleep is not Python bytecode: no interrupt ends it, and still the server stops.
+        let stopped = Recorder()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await server.shutdown(grace: .milliseconds(100))
+                stopped.append("stopped")
+            }
+            try await stopped.wait(for: "stopped", timeout: .seconds(4))
+            try await group.waitForAll()
+        }
+        #expect(try await sink.outcome() == .failed(status: 503))
+        try await app.logs.wait(for: "the log line") { $0.contains { $0.contains("did not stop") } }
     }
 
     @Test func shutdownEndsWhatOutlivesTheGracePeriod() async throws {

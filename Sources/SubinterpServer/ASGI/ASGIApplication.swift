@@ -35,6 +35,9 @@ struct ASGIConfiguration: Sendable {
     var loopHoldLimit: Duration?
 
     var effectiveLoopHoldLimit: Duration { loopHoldLimit ?? timeout ?? .seconds(30) }
+    /// How long stopping a worker may take (lifespan shutdown, tasks left cancelled) before
+    /// the server stops without it.
+    var stopLimit: Duration = .seconds(15)
     /// Called on a worker's thread each time its loop is about to poll (or sleep), with the
     /// worker's index: where the HTTP layer flushes the writes that loop iteration queued.
     var onLoopIteration: (@Sendable (Int) -> Void)?
@@ -142,7 +145,7 @@ final class ASGIApplication: Sendable {
         let started = results.compactMap { try? $0.get() }
         if let failure = results.first(where: { if case .failure = $0 { return true } else { return false } }), case .failure(let error) = failure {
             await withTaskGroup(of: Void.self) { group in
-                for worker in started { group.addTask { await worker.stop() } }
+                for worker in started { group.addTask { await worker.stop(limit: configuration.stopLimit) } }
             }
             watchdog.stop()
             if let error = error as? SubinterpreterError, error.code == .pythonException || error.code == .incompatibleExtensionModule {
@@ -227,7 +230,8 @@ final class ASGIApplication: Sendable {
             for exchange in worker.runningExchanges { exchange.abandon(status: 503) }
         }
         await withTaskGroup(of: Void.self) { group in
-            for worker in workers { group.addTask { await worker.stop() } }
+            let limit = configuration.stopLimit
+            for worker in workers { group.addTask { await worker.stop(limit: limit) } }
         }
         watchdog.stop()
     }

@@ -24,6 +24,8 @@ final class ASGIWorker: Sendable {
     private let held = Mutex<(progress: UInt64, since: ContinuousClock.Instant)?>(nil)
     private let stopping = Atomic<Bool>(false)
     private let loop = Mutex<Task<Void, Never>?>(nil)
+    /// Whether the loop has ended, and who waits for it to.
+    private let ended = Mutex<(done: Bool, next: Int, waiters: [Int: CheckedContinuation<Bool, Never>])>((false, 0, [:]))
     /// How many requests run here now (the dispatcher picks the least loaded worker).
     let active = Atomic<Int>(0)
 
@@ -78,7 +80,7 @@ final class ASGIWorker: Sendable {
         do {
             try await control.startup()
         } catch {
-            await worker.stop()
+            await worker.stop(limit: configuration.stopLimit)
             throw error
         }
         return worker
@@ -97,19 +99,62 @@ final class ASGIWorker: Sendable {
         // Nothing is served here any more: requests still running get 503.
         mailbox.close()
         for exchange in running.withLock({ Array($0.values) }) { exchange.end(.failed(status: 503)) }
+        let waiting = ended.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.done = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for continuation in waiting { continuation.resume(returning: true) }
     }
 
     var isServing: Bool { control.isServing }
 
     /// Asks the loop to stop (lifespan shutdown, then the loop ends), waits for it, and ends the
-    /// interpreter. A loop held by code that ignores the request is interrupted after the
-    /// watchdog's grace period, like a request that ignores its cancellation.
-    func stop() async {
+    /// interpreter. A loop held by Python code that ignores the request is interrupted after the
+    /// watchdog's cancel grace, like a request that ignores its cancellation. One still running
+    /// after `limit` (blocked in a system call, which no interrupt ends) is left to the process's
+    /// exit: this returns without ending its interpreter.
+    func stop(limit: Duration) async {
         stopping.store(true, ordering: .relaxed)
         if mailbox.post(CPY_ASGI_SHUTDOWN, stream: nil) { expectProgress() }
-        await loop.withLock({ $0 })?.value
+        let ended = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await self.loopEnded() }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
         mailbox.close()
+        guard ended else {
+            logger.error("the worker's event loop did not stop; leaving it to the process's exit", metadata: ["limit": "\(limit)"])
+            return
+        }
+        await loop.withLock({ $0 })?.value
         await interpreter.close()
+    }
+
+    /// Returns true once the loop has ended, or false when the waiting task is cancelled.
+    private func loopEnded() async -> Bool {
+        let id = ended.withLock { state -> Int in
+            state.next += 1
+            return state.next
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let now = ended.withLock { state -> Bool? in
+                    if state.done { return true }
+                    if Task.isCancelled { return false }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        } onCancel: {
+            ended.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
+        }
     }
 
     // MARK: - Requests
