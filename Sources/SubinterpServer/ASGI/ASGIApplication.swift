@@ -142,8 +142,15 @@ final class ASGIApplication: Sendable {
             for await result in group { results.append(result) }
             return results.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        let started = results.compactMap { try? $0.get() }
-        if let failure = results.first(where: { if case .failure = $0 { return true } else { return false } }), case .failure(let error) = failure {
+        var started: [ASGIWorker] = []
+        var failure: (any Error)?
+        for result in results {
+            switch result {
+            case .success(let worker): started.append(worker)
+            case .failure(let error): failure = failure ?? error
+            }
+        }
+        if let error = failure {
             await withTaskGroup(of: Void.self) { group in
                 for worker in started { group.addTask { await worker.stop(limit: configuration.stopLimit) } }
             }

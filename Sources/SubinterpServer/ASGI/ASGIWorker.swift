@@ -62,8 +62,8 @@ final class ASGIWorker: Sendable {
             let setup = ASGIAdapter.setup(app: configuration.app, rootPath: configuration.rootPath, lifespan: configuration.lifespan)
             try await interpreter.withPython { python in
                 guard cpy_asgi_install(mailbox.pointer) == 0 else {
-                    // Only a failing import of asyncio or importlib gets here; the setup below
-                    // then raises it with its traceback.
+                    // Only a failing import of asyncio or importlib gets here: repeat it, so the
+                    // error carries Python's traceback.
                     cpy_PyErr_Clear()
                     try python.exec("import asyncio, importlib.machinery")
                     throw SubinterpreterError(.runtimeFailed, "could not set up the ASGI worker's module")
