@@ -220,10 +220,11 @@ def _asgi_run():
                          f"{type(error).__name__}: {error}")
     finally:
         _asgi.detach()
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        except BaseException:
-            pass
+        for cleanup in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
+            try:
+                loop.run_until_complete(cleanup())
+            except BaseException:
+                pass
         loop.close()
         _asyncio.set_event_loop(None)
 """#
