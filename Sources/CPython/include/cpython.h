@@ -91,9 +91,13 @@ typedef struct PyModuleDef {
 #define CPY_MOD_PER_INTERPRETER_GIL_SUPPORTED ((void *)2)
 
 #define CPY_TPFLAGS_LONG_SUBCLASS (1UL << 24)
+#define CPY_TPFLAGS_UNICODE_SUBCLASS (1UL << 28)
 #define CPY_TPFLAGS_DEFAULT (1UL << 18)
 #define CPY_TPFLAGS_IMMUTABLETYPE (1UL << 8)
 #define CPY_TPFLAGS_DISALLOW_INSTANTIATION (1UL << 7)
+#define CPY_TPFLAGS_HAVE_GC (1UL << 14)
+#define CPY_TPFLAGS_BASE_EXC_SUBCLASS (1UL << 30)
+#define CPY_TPFLAGS_TYPE_SUBCLASS (1UL << 31)
 
 typedef struct {
     int slot;
@@ -119,6 +123,20 @@ typedef struct {
 #define CPY_TP_RICHCOMPARE 67
 #define CPY_TP_GETSET 73
 #define CPY_TP_FREE 74
+#define CPY_TP_CLEAR 51
+#define CPY_TP_ITER 62
+#define CPY_TP_ITERNEXT 63
+#define CPY_TP_TRAVERSE 71
+#define CPY_AM_AWAIT 77
+#define CPY_AM_SEND 81
+
+/// `PySendResult`, what `am_send` and `PyIter_Send` return.
+#define CPY_PYGEN_RETURN 0
+#define CPY_PYGEN_ERROR (-1)
+#define CPY_PYGEN_NEXT 1
+
+/// The API version `PyModule_FromDefAndSpec` passes (1013 in 3.12 and 3.13).
+#define CPY_PYTHON_API_VERSION 1013
 
 /// Py_buffer, as in the limited API since 3.11.
 typedef struct {
@@ -236,7 +254,25 @@ typedef struct {
     X(PyObject *, PyObject_GenericGetAttr, (PyObject *o, PyObject *name), (o, name)) \
     X(PyObject *, PyNumber_Negative, (PyObject *o), (o)) \
     X(PyObject *, PyMarshal_WriteObjectToString, (PyObject *o, int version), (o, version)) \
-    X(PyObject *, PyMarshal_ReadObjectFromString, (const char *data, Py_ssize_t length), (data, length))
+    X(PyObject *, PyMarshal_ReadObjectFromString, (const char *data, Py_ssize_t length), (data, length)) \
+    X(PyObject *, PyModule_FromDefAndSpec2, (PyModuleDef *def, PyObject *spec, int api_version), (def, spec, api_version)) \
+    X(int, PyModule_ExecDef, (PyObject *module, PyModuleDef *def), (module, def)) \
+    X(PyObject *, PyImport_GetModuleDict, (void), ()) \
+    X(PyObject *, PyObject_VectorcallMethod, (PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames), (name, args, nargsf, kwnames)) \
+    X(int, PyIter_Send, (PyObject *iter, PyObject *arg, PyObject **result), (iter, arg, result)) \
+    X(PyObject *, PyObject_GetIter, (PyObject *o), (o)) \
+    X(PyObject *, PyIter_Next, (PyObject *iter), (iter)) \
+    X(int, PyObject_GetBuffer, (PyObject *o, Py_buffer *view, int flags), (o, view, flags)) \
+    V(PyBuffer_Release, (Py_buffer *view), (view)) \
+    X(PyObject *, PyDict_Copy, (PyObject *dict), (dict)) \
+    X(PyObject *, PyUnicode_InternFromString, (const char *s), (s)) \
+    X(int, PyUnicode_CompareWithASCIIString, (PyObject *o, const char *s), (o, s)) \
+    X(int, PyErr_GivenExceptionMatches, (PyObject *given, PyObject *exc), (given, exc)) \
+    X(int, PyObject_IsInstance, (PyObject *o, PyObject *cls), (o, cls)) \
+    X(int, PyList_Append, (PyObject *list, PyObject *item), (list, item)) \
+    X(PyObject *, PyList_GetSlice, (PyObject *list, Py_ssize_t low, Py_ssize_t high), (list, low, high)) \
+    V(PyObject_GC_UnTrack, (void *o), (o)) \
+    V(PyErr_WriteUnraisable, (PyObject *o), (o))
 
 // Each function is a pointer `cpy_ptr_NAME`, filled by `cpy_load`, and a wrapper `cpy_NAME` that
 // Swift calls (Swift cannot call through a mutable C global under strict concurrency).
@@ -274,7 +310,9 @@ CPY_FUNCTIONS(CPY_DECLARE, CPY_DECLARE_VOID)
     X(PyObject *, exc_import_error, PyExc_ImportError, 0) \
     X(PyObject *, exc_timeout_error, PyExc_TimeoutError, 0) \
     X(PyObject *, exc_os_error, PyExc_OSError, 0) \
-    X(PyObject *, exc_attribute_error, PyExc_AttributeError, 0)
+    X(PyObject *, exc_attribute_error, PyExc_AttributeError, 0) \
+    X(PyObject *, exc_stop_iteration, PyExc_StopIteration, 0) \
+    X(PyTypeObject *, coro_type, PyCoro_Type, 1)
 
 #define CPY_DECLARE_OBJECT(type, name, symbol, direct) \
     extern type cpy_obj_##name; \

@@ -16,7 +16,7 @@ import Synchronization
 public final class Interpreter: Sendable {
     public let runtime: PythonRuntime
     public let options: InterpreterOptions
-    private let thread: InterpreterThread
+    let thread: InterpreterThread
     private let closed = Mutex(false)
 
     /// Creates an interpreter, starting the runtime with the default installation if needed.

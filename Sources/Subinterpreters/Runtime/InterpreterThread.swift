@@ -146,8 +146,10 @@ final class InterpreterThread: @unchecked Sendable {
     /// switch interval of running Python), sets the asynchronous exception for the interpreter's
     /// thread, and deletes its thread state again. The corresponding C API is
     /// `PyThreadState_SetAsyncExc`, which only reaches threads of the current interpreter.
+    /// `condition` is checked again once this thread holds the interpreter's GIL, when the
+    /// interpreter's own thread is paused; the exception is only set if it still holds.
     /// Returns whether the exception was set.
-    func interrupt(job: UInt64) -> Bool {
+    func interrupt(job: UInt64, when condition: () -> Bool = { true }) -> Bool {
         interruptLock.lock()
         defer { interruptLock.unlock() }
         guard !ending, currentJob.load(ordering: .acquiring) == job, let state = interpreterState,
@@ -155,7 +157,7 @@ final class InterpreterThread: @unchecked Sendable {
         else { return false }
         cpy_PyEval_RestoreThread(controller)
         var sent = false
-        if currentJob.load(ordering: .acquiring) == job {
+        if currentJob.load(ordering: .acquiring) == job, condition() {
             sent = cpy_PyThreadState_SetAsyncExc(threadIdent, type) == 1
             // A wait on a subinterp.Queue is not Python bytecode; end it too.
             cpy_thread_cancel_wait(threadIdent)

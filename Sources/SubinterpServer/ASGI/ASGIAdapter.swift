@@ -1,0 +1,252 @@
+import Foundation
+
+/// The Python side of an ASGI worker, run once in its interpreter (the interpreter's setup):
+/// it loads the app, and `_asgi_run` runs the worker's asyncio loop until the host stops it.
+///
+/// The loop's selector takes the mailbox's events before and after every poll
+/// (`_subinterp_asgi.before_select` / `after_select`); the mailbox's eventfd sits in the
+/// selector only to wake a sleeping loop. Requests themselves are handled in C
+/// (`asgi_module.c`); lifespan is here.
+enum ASGIAdapter {
+    /// Values of the control reports `_subinterp_asgi.report` sends (asgi.h).
+    enum Report: Int32 {
+        case started = 1, startupFailed, stopped, shutdownFailed, info, warning, error
+    }
+
+    /// The app's loader. The same rules as the WSGI server's (`MODULE:APP`, `MODULE:factory()`).
+    static func loader(app: String) -> String {
+        let literal = app.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
+        return #"""
+import importlib as _importlib, inspect as _inspect
+
+def _load_app(spec):
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"the app must be given as MODULE:APP or MODULE:factory(), not {spec!r}")
+    target = _importlib.import_module(module_name)
+    call = attribute.endswith("()")
+    for part in (attribute[:-2] if call else attribute).split("."):
+        target = getattr(target, part)
+    if call:
+        target = target()
+    if not callable(target):
+        raise TypeError(f"{spec} is a {type(target).__name__}, not an application (a callable)")
+    return target
+
+def _app_interface(app):
+    """'asgi' for an async callable (a coroutine function, or an object whose __call__ is one),
+    as uvicorn decides; 'wsgi' otherwise."""
+    if _inspect.isclass(app):
+        return "wsgi"
+    if _inspect.iscoroutinefunction(app) or _inspect.iscoroutinefunction(getattr(app, "__call__", None)):
+        return "asgi"
+    return "wsgi"
+
+_app = _load_app('\#(literal)')
+"""#
+    }
+
+    static func setup(app: String, rootPath: String, lifespan: ASGILifespanMode) -> String {
+        loader(app: app) + "\n" + #"""
+import asyncio as _asyncio, collections.abc as _abc, selectors as _selectors, sys as _sys
+import subinterp as _subinterp
+import _subinterp_asgi as _asgi
+
+_abc.Coroutine.register(_asgi.Awaitable)
+_ASGI_ROOT_PATH = \#(pythonString(rootPath))
+_ASGI_LIFESPAN = \#(pythonString(lifespan.rawValue))
+_REPORT_STARTED, _REPORT_STARTUP_FAILED, _REPORT_STOPPED, _REPORT_SHUTDOWN_FAILED = 1, 2, 3, 4
+_REPORT_INFO, _REPORT_WARNING, _REPORT_ERROR = 5, 6, 7
+_CONTROL_SHUTDOWN = 9
+
+def _asgi_format(error):
+    """The traceback of an app's exception, without this adapter's frames."""
+    import traceback
+    try:
+        summary = traceback.TracebackException.from_exception(error)
+        summary.stack = traceback.StackSummary.from_list(
+            [frame for frame in summary.stack if frame.filename not in ("<subinterp asgi>", "<subinterp bootstrap>")])
+        return "".join(summary.format()).rstrip("\n")
+    except Exception:
+        return repr(error)
+
+async def _asgi_await(awaitable):
+    return await awaitable
+
+class _MailboxSelector(_selectors.DefaultSelector):
+    """The loop's selector: takes the host's events before and after every poll. The mailbox's
+    eventfd is registered with (None, None) as its data, which asyncio's loop skips."""
+
+    def __init__(self, fd):
+        super().__init__()
+        super().register(fd, _selectors.EVENT_READ, (None, None))
+
+    def select(self, timeout=None):
+        if _asgi.before_select():
+            timeout = 0
+        try:
+            return super().select(timeout)
+        finally:
+            _asgi.after_select()
+
+class _Lifespan:
+    """The lifespan protocol for this worker's loop, with uvicorn's rules for 'auto' and 'on'."""
+
+    def __init__(self, app, mode):
+        self.app = app
+        self.mode = mode
+        self.state = {}
+        self.queue = _asyncio.Queue()
+        self.started = _asyncio.Event()
+        self.ended = _asyncio.Event()
+        self.error = None
+        self.startup_failed = None
+        self.shutdown_failed = None
+        self.task = None
+
+    async def main(self):
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as error:
+            self.error = error
+            if self.startup_failed is not None or self.shutdown_failed is not None:
+                return
+            if self.mode == "auto":
+                _asgi.report(_REPORT_INFO, "ASGI 'lifespan' protocol appears unsupported.")
+            else:
+                _asgi.report(_REPORT_ERROR, "Exception in 'lifespan' protocol\n" + _asgi_format(error))
+        finally:
+            self.started.set()
+            self.ended.set()
+
+    async def receive(self):
+        return await self.queue.get()
+
+    async def send(self, message):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+            if self.started.is_set() or self.ended.is_set():
+                raise RuntimeError(f"unexpected ASGI message {kind!r}: startup has already ended")
+            if kind == "lifespan.startup.failed":
+                self.startup_failed = str(message.get("message") or "")
+            self.started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if not self.started.is_set() or self.ended.is_set():
+                raise RuntimeError(f"unexpected ASGI message {kind!r}: shutdown has not begun")
+            if kind == "lifespan.shutdown.failed":
+                self.shutdown_failed = str(message.get("message") or "")
+            self.ended.set()
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in the lifespan protocol")
+
+    async def startup(self):
+        """(ok, message)."""
+        self.task = _asyncio.get_running_loop().create_task(self.main())
+        await self.queue.put({"type": "lifespan.startup"})
+        await self.started.wait()
+        if self.startup_failed is not None:
+            return False, self.startup_failed or "the app sent lifespan.startup.failed"
+        if self.error is not None and self.mode == "on":
+            return False, f"the app raised in lifespan startup: {type(self.error).__name__}: {self.error}"
+        return True, None
+
+    async def shutdown(self):
+        """(ok, message)."""
+        if self.error is not None:
+            return True, None
+        await self.queue.put({"type": "lifespan.shutdown"})
+        await self.ended.wait()
+        if self.shutdown_failed is not None:
+            return False, self.shutdown_failed or "the app sent lifespan.shutdown.failed"
+        if self.error is not None and self.mode == "on":
+            return False, f"the app raised in lifespan shutdown: {type(self.error).__name__}: {self.error}"
+        return True, None
+
+async def _asgi_main(stop):
+    lifespan = None if _ASGI_LIFESPAN == "off" else _Lifespan(_app, _ASGI_LIFESPAN)
+    if lifespan is not None:
+        ok, message = await lifespan.startup()
+        if not ok:
+            _asgi.report(_REPORT_STARTUP_FAILED, message)
+            return
+    _asgi.serve(lifespan.state if lifespan is not None else {})
+    _asgi.report(_REPORT_STARTED, None)
+    await stop
+    # The host let the requests still running have its grace period; end them now.
+    tasks = _asgi.cancel_all()
+    if tasks:
+        await _asyncio.wait(tasks, timeout=5)
+    if lifespan is not None:
+        ok, message = await lifespan.shutdown()
+        if not ok:
+            _asgi.report(_REPORT_SHUTDOWN_FAILED, message)
+            return
+    _asgi.report(_REPORT_STOPPED, None)
+
+def _asgi_run():
+    """Runs this worker's event loop until the host asks it to stop."""
+    loop = None
+    stop = None
+
+    def control(kind):
+        if kind == _CONTROL_SHUTDOWN and stop is not None and not stop.done():
+            stop.set_result(None)
+
+    try:
+        loop = _asyncio.SelectorEventLoop(_MailboxSelector(_asgi.mailbox_fd()))
+    except BaseException as error:
+        _asgi.report(_REPORT_STARTUP_FAILED, f"could not start the event loop: {type(error).__name__}: {error}")
+        return
+    _asyncio.set_event_loop(loop)
+    stop = loop.create_future()
+    _asgi.attach(loop, _app, _ASGI_ROOT_PATH, control, _asgi_format, _asgi_await, _subinterp.CancelledError)
+    main = loop.create_task(_asgi_main(stop))
+    try:
+        while not main.done():
+            try:
+                loop.run_until_complete(main)
+            except _subinterp.CancelledError:
+                # An interrupt meant for code that held the loop arrived as that code ended, in
+                # the loop's own code: the loop carries on.
+                _asgi.interrupted()
+                if main.done():
+                    break
+                _asgi.report(_REPORT_WARNING, "an interrupt for a task that held the event loop arrived after it ended")
+        if not main.cancelled() and main.exception() is not None:
+            error = main.exception()
+            _asgi.report(_REPORT_ERROR, "the worker's event loop failed\n" + _asgi_format(error))
+            _asgi.report(_REPORT_STARTUP_FAILED if not stop.done() else _REPORT_SHUTDOWN_FAILED,
+                         f"{type(error).__name__}: {error}")
+    finally:
+        _asgi.detach()
+        for cleanup in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
+            try:
+                loop.run_until_complete(cleanup())
+            except BaseException:
+                pass
+        loop.close()
+        _asyncio.set_event_loop(None)
+"""#
+    }
+
+    /// A Python string literal for `text`.
+    static func pythonString(_ text: String) -> String {
+        var literal = "'"
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": literal += "\\\\"
+            case "'": literal += "\\'"
+            case "\n": literal += "\\n"
+            case "\r": literal += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    literal += String(format: "\\x%02x", scalar.value)
+                } else {
+                    literal.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return literal + "'"
+    }
+}
