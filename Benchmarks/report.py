@@ -35,6 +35,9 @@ SUITES = {
     "pool": ("Pool benchmarks",
              "Pool benchmarks: subinterp InterpreterPool vs Python's executors",
              ["subinterp InterpreterPool"]),
+    "python": ("Python executor benchmarks",
+               "From Python: subinterp.InterpreterPoolExecutor vs Python's executors",
+               ["subinterp InterpreterPoolExecutor"]),
     "channels": ("Channel benchmarks",
                  "Channel benchmarks: subinterp.Queue and SharedBuffer vs Python's queues",
                  ["subinterp.Queue", "subinterp.SharedBuffer"]),
@@ -48,6 +51,9 @@ WORKLOADS = {
     "fib24x64": ("64 × fib(24)", "wall time for 64 calls of pure-Python fib(24)", True),
     "map-trivial": ("map over trivial calls",
                     "time per call of noop(x) through map (chunked where the executor supports it)", True),
+    "map-default": ("map over trivial calls, no chunksize",
+                    "time per call of noop(x) through map without a chunksize: each executor's default "
+                    "(one call per task for the standard ones; adaptive chunks for subinterp)", True),
     "call-trivial": ("trivial call round trip",
                      "time per submit(noop, i).result(), one call at a time", True),
     "start-to-first": ("pool start to first result",
@@ -67,6 +73,7 @@ WORKLOADS = {
 }
 RUNNER_ORDER = [
     "subinterp InterpreterPool",
+    "subinterp InterpreterPoolExecutor",
     "subinterp.Queue",
     "subinterp.SharedBuffer",
     "serial",

@@ -66,6 +66,17 @@ def _cannot_send_type():
 _CannotSend = None
 
 
+def _as_cannot_send(error):
+    """The channels' TypeError for an object that cannot be sent, as CannotSendError (for the
+    executor, where ProcessPoolExecutor's users expect a pickle.PicklingError); other errors as
+    they are."""
+    if type(error) is TypeError and str(error).startswith("cannot send"):
+        converted = _cannot_send_type()(str(error))
+        converted.__cause__ = error.__cause__
+        return converted
+    return error
+
+
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 

@@ -101,15 +101,9 @@ def _reference(fn):
 
 
 def _sending_error(error):
-    """A call's arguments could not be sent: the channels' TypeError becomes CannotSendError,
-    which is also a pickle.PicklingError, as ProcessPoolExecutor would raise."""
-    from . import _cannot_send_type
-    cannot_send = _cannot_send_type()
-    if type(error) is TypeError and str(error).startswith("cannot send"):
-        converted = cannot_send(str(error))
-        converted.__cause__ = error.__cause__
-        return converted
-    return error
+    """A call's arguments could not be sent: see ``subinterp._as_cannot_send``."""
+    from . import _as_cannot_send
+    return _as_cannot_send(error)
 
 
 def _lookup(module, name):
@@ -240,6 +234,8 @@ class _Shared:
         self.complete(future, *outcome)
 
     def complete(self, target, status, value):
+        if status == _BROKEN and self.broken is None:
+            self.broken = value.partition("\n")[0]  # submit() fails from now on
         target._complete(status, value)
         with self.lock:
             self.outstanding -= 1
@@ -414,10 +410,14 @@ class _MapRun:
                 if future is None:
                     return
                 index += 1
-                if end_time is None:
-                    outcome = future.result()
-                else:
-                    outcome = future.result(end_time - time.monotonic())
+                try:
+                    if end_time is None:
+                        outcome = future.result()
+                    else:
+                        outcome = future.result(end_time - time.monotonic())
+                except BaseException:
+                    future.cancel()  # late (or the wait was interrupted): stop it too
+                    raise
                 del future
                 if outcome[0] is False:  # the whole chunk failed before any call ran
                     raise _rebuild(outcome[1])

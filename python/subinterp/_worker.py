@@ -46,7 +46,8 @@ def _run(call):
 
 def _failure(error, stage):
     """The outcome that reports ``error``, raised while ``stage`` (called by the host)."""
-    return (False, _describe(error, stage))
+    from . import _as_cannot_send
+    return (False, _describe(_as_cannot_send(error), stage))
 
 
 def _load_function(reference):

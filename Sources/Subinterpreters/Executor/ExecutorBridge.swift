@@ -118,10 +118,12 @@ final class ExecutorPool: Sendable {
     /// mutex); the pointer itself never changes.
     nonisolated(unsafe) private let box: OpaquePointer
     private let state = Mutex(State())
-    /// Blocks `close(wait: true)` until the workers have ended: a Python thread (its GIL
-    /// released) waits in C here, outside any Swift concurrency context.
-    private let ended = NSCondition()
-    private nonisolated(unsafe) var endedFlag = false  // guarded by `ended`
+    /// Blocks `close(wait: true)` until the workers have ended, and a queued-only cancel until
+    /// the pool has started: a Python thread (its GIL released) waits in C here, outside any
+    /// Swift concurrency context, so it needs a condition variable.
+    private let milestones = NSCondition()
+    private nonisolated(unsafe) var startedFlag = false  // guarded by `milestones`
+    private nonisolated(unsafe) var endedFlag = false  // guarded by `milestones`
 
     static func from(_ pointer: UnsafeMutableRawPointer?) -> ExecutorPool {
         Unmanaged<ExecutorPool>.fromOpaque(pointer!).takeUnretainedValue()
@@ -169,6 +171,7 @@ final class ExecutorPool: Sendable {
             return (state.waiting, state.closeRequested)
         }
         for call in waiting { dispatch(call.id, call.payload, timeout: call.timeout, on: pool) }
+        mark(started: true)
         if close { shutDown(pool) }
     }
 
@@ -187,7 +190,7 @@ final class ExecutorPool: Sendable {
         }
         post(0, CPY_DONE_BROKEN, nil, message)
         for call in waiting { post(call.id, CPY_DONE_BROKEN, nil, message) }
-        markEnded()
+        mark(started: true, ended: true)
     }
 
     // MARK: - Calls
@@ -257,6 +260,14 @@ final class ExecutorPool: Sendable {
     }
 
     func cancel(_ id: UInt64, queuedOnly: Bool) -> Int32 {
+        if queuedOnly {
+            // "Not started" means not yet handed to a worker (as ProcessPoolExecutor counts the
+            // calls in its call queue as running): the first calls go to the workers as soon as
+            // the pool has started, so wait for that rather than cancel them all.
+            milestones.lock()
+            while !startedFlag { milestones.wait() }
+            milestones.unlock()
+        }
         enum Found { case entry(Entry, InterpreterPool?), waiting, none }
         let found = state.withLock { state -> Found in
             if let entry = state.jobs[id] { return .entry(entry, state.pool) }
@@ -273,6 +284,9 @@ final class ExecutorPool: Sendable {
             post(id, CPY_DONE_CANCELLED)
             return 1
         case .entry(let entry, let pool):
+            if queuedOnly, let job = entry.job, let pool, pool.core.state.withLock({ $0.dispatched[job.id] != nil }) {
+                return 0  // a worker has it
+            }
             if entry.gate.cancelIfQueued() {
                 post(id, CPY_DONE_CANCELLED)  // the job still reaches a worker, which skips it
                 return 1
@@ -301,9 +315,9 @@ final class ExecutorPool: Sendable {
         if let pool { shutDown(pool) }
         // A pool still starting shuts down once started (see `started`); a broken one has ended.
         if wait {
-            ended.lock()
-            while !endedFlag { ended.wait() }
-            ended.unlock()
+            milestones.lock()
+            while !endedFlag { milestones.wait() }
+            milestones.unlock()
         }
     }
 
@@ -312,17 +326,18 @@ final class ExecutorPool: Sendable {
             defer { state.shutDown = true }
             return !state.shutDown
         }) else { return }
-        // Queued calls finish first; `close(wait:)` waits for `markEnded`.
+        // Queued calls finish first; `close(wait:)` waits for `mark(ended:)`.
         Task { [self] in
             await pool.shutdown(cancelPending: false)
-            markEnded()
+            mark(ended: true)
         }
     }
 
-    private func markEnded() {
-        ended.lock()
-        endedFlag = true
-        ended.broadcast()
-        ended.unlock()
+    private func mark(started: Bool = false, ended: Bool = false) {
+        milestones.lock()
+        if started { startedFlag = true }
+        if ended { endedFlag = true }
+        milestones.broadcast()
+        milestones.unlock()
     }
 }
