@@ -123,6 +123,7 @@ def interpreter_facts():
         "pid": os.getpid(),
         "names": sorted(n for n in dir(subinterp) if not n.startswith("_")),
         "core": subinterp._core.__name__,
+        "file": subinterp.__file__,
     }
 
 

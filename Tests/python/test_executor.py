@@ -300,14 +300,19 @@ def test_workers_see_the_same_subinterp_module_and_process(executor):
     facts = executor.submit(helpers.interpreter_facts).result(timeout=WAIT)
     assert facts["pid"] == os.getpid()
     assert facts["core"] == "subinterp._core"
+    assert facts["file"] == subinterp.__file__  # the installed package's own files, not another copy
     assert facts["names"] == sorted(n for n in dir(subinterp) if not n.startswith("_"))
 
 
 # --------------------------------------------------------------------------- scripts
 
-def run_python(code, *args, cwd=None):
-    return subprocess.run([sys.executable, *args, "-c", code] if not args else [sys.executable, *args],
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+def assert_clean_exit(done):
+    """The child exited 0. CPython 3.12 itself can abort in its finalization once isolated
+    interpreters have run ("free(): invalid pointer", fixed in 3.13; README, Limits): there only
+    that exact abort is let through, after the output was checked."""
+    if sys.version_info < (3, 13) and done.returncode == -6 and done.stderr.strip() == "free(): invalid pointer":
+        return
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_scripts_own_functions_work_under_the_main_guard(tmp_path):
@@ -330,8 +335,8 @@ def test_a_scripts_own_functions_work_under_the_main_guard(tmp_path):
                 print(list(pool.map(square, range(5))), pool.submit(unbox, Box(7)).result())
         """))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[0, 1, 4, 9, 16] 7"
+    assert done.stdout.strip() == "[0, 1, 4, 9, 16] 7", done.stderr
+    assert_clean_exit(done)
 
 
 def test_a_function_defined_in_python_c_fails_with_a_message_saying_why():
@@ -346,9 +351,9 @@ def test_a_function_defined_in_python_c_fails_with_a_message_saying_why():
                 print("error:", error)
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "could not find the function" in done.stdout
+    assert "could not find the function" in done.stdout, done.stderr
     assert "python -c" in done.stdout
+    assert_clean_exit(done)
 
 
 def test_the_interpreter_exit_waits_for_submitted_calls(tmp_path):
@@ -361,6 +366,7 @@ def test_the_interpreter_exit_waits_for_submitted_calls(tmp_path):
         pool.submit(helpers.print_later, "apple")
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "apple"
-    assert done.stderr == ""
+    assert done.stdout.strip() == "apple", done.stderr
+    assert_clean_exit(done)
+    if sys.version_info >= (3, 13):
+        assert done.stderr == ""

@@ -21,5 +21,6 @@ def test_the_readme_shows_the_example_file():
 
 def test_the_example_prints_the_parallel_speedup():
     done = subprocess.run([sys.executable, EXAMPLE], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    if not (sys.version_info < (3, 13) and done.returncode == -6):  # see test_executor.assert_clean_exit
+        assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"64 x fib\(24\): [\d.]+ s serially, [\d.]+ s on \d+ interpreters: [\d.]+x\n", done.stdout)

@@ -83,17 +83,16 @@ def _reference(fn):
         if module and name and "<" not in name and _lookup(module, name) is fn:
             reference = (module, name)
     if reference is None:
+        # A partial, a bound method, a callable object: pickled each time (its state may change).
         import pickle
         try:
-            reference = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
             from . import _cannot_send_type
             raise _cannot_send_type()(
                 f"cannot send {fn!r} to the worker interpreters: functions travel by reference, "
                 f"and this one cannot be found by its name ({error}); define it at the top level "
                 "of a module, or of a script run as a file") from error
-        if kind not in ("function", "builtin_function_or_method"):
-            return reference  # a partial, a bound method, a callable object: its state may change
     if len(_references) >= _REFERENCE_CACHE_LIMIT:
         _references.clear()
     _references[fn] = reference
@@ -234,8 +233,8 @@ class _Shared:
         self.complete(future, *outcome)
 
     def complete(self, target, status, value):
-        if status == _BROKEN and self.broken is None:
-            self.broken = value.partition("\n")[0]  # submit() fails from now on
+        if status == _BROKEN:
+            self.on_broken(value)  # submit() fails from now on
         target._complete(status, value)
         with self.lock:
             self.outstanding -= 1
@@ -244,9 +243,15 @@ class _Shared:
             self.handle.wake()  # the result thread closes the pool
 
     def on_broken(self, message):
-        import logging
-        self.broken = message.partition("\n")[0]
-        logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s", message)
+        """The pool could not start: logged once, by whichever thread learns it first, as the
+        standard executors log an initializer's exception."""
+        with self.lock:
+            first = self.broken is None
+            if first:
+                self.broken = message.partition("\n")[0]
+        if first:
+            import logging
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:\n%s", message)
 
     def start_shutdown(self, cancel_futures, wait):
         """No more submissions. With ``cancel_futures``, calls not yet started are dropped.

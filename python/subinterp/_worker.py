@@ -17,8 +17,7 @@ from . import _core
 CALL = 0
 CHUNK = 1
 
-# Pickled callable -> callable, for functions (by reference, so the bytes name them exactly):
-# a function is unpickled once per worker, not once per call.
+# (module, qualified name) -> function: a function is looked up once per worker, not per call.
 _functions = {}
 _FUNCTION_CACHE_LIMIT = 1024
 
@@ -69,7 +68,7 @@ def _load_function(reference):
                 "module, or of a script run as a file; not in `python -c`, the interactive "
                 "interpreter, or inside another function")
         raise type(error)(hint) from error
-    if type(reference) is tuple or type(function).__name__ in ("function", "builtin_function_or_method"):
+    if type(reference) is tuple:  # found by name; a pickled callable carries state: not kept
         if len(_functions) >= _FUNCTION_CACHE_LIMIT:
             _functions.clear()
         _functions[reference] = function
