@@ -264,7 +264,10 @@ class _Shared:
         if cancel_futures:
             for run in maps:
                 run.stop()
-            for job, target in self.handle.pending():
+            # The oldest calls, one per worker, are running or go to a free worker at once: they
+            # count as started, as ProcessPoolExecutor counts the calls in its call queue.
+            pending = sorted(self.handle.pending(), key=lambda entry: entry[0])
+            for job, target in pending[self.workers:]:
                 if self.handle.cancel(job, True):
                     target._set_cancelled()
         if thread is None:
