@@ -172,7 +172,8 @@ def build_sdist(sdist_directory, config_settings=None):
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
         raise BuildError("build_sdist works from a git checkout (it packs the files git tracks)")
-    wanted = ("Package.swift", "pyproject.toml", "README.md", "Sources/", "python/")
+    # Package.swift declares the test target too, so its folder must exist for SwiftPM.
+    wanted = ("Package.swift", "pyproject.toml", "README.md", "Sources/", "python/", "Tests/SubinterpretersTests/")
     names = [n for n in listed.stdout.splitlines() if n.startswith(wanted)]
     os.makedirs(sdist_directory, exist_ok=True)
     path = os.path.join(sdist_directory, f"{base}.tar.gz")
