@@ -159,6 +159,17 @@ static void cpy_remove(cpy_box *box, cpy_record *record) {
     }
 }
 
+/// Queues a finished record for the result thread and wakes it. Lock held.
+static void cpy_enqueue(cpy_box *box, cpy_record *record) {
+    record->queued = 1;
+    record->queue_prev = box->queue_tail;
+    record->queue_next = NULL;
+    if (box->queue_tail) box->queue_tail->queue_next = record;
+    else box->queue_head = record;
+    box->queue_tail = record;
+    pthread_cond_signal(&box->any);
+}
+
 void cpy_box_post(cpy_box *box, uint64_t job, int status, cpy_item *item, const char *message) {
     pthread_mutex_lock(&box->lock);
     if (job == 0) {
@@ -185,13 +196,7 @@ void cpy_box_post(cpy_box *box, uint64_t job, int status, cpy_item *item, const 
     if (record->waiting) {
         pthread_cond_broadcast(&box->direct);
     } else {
-        record->queued = 1;
-        record->queue_prev = box->queue_tail;
-        record->queue_next = NULL;
-        if (box->queue_tail) box->queue_tail->queue_next = record;
-        else box->queue_head = record;
-        box->queue_tail = record;
-        pthread_cond_signal(&box->any);
+        cpy_enqueue(box, record);
     }
     pthread_mutex_unlock(&box->lock);
 }
@@ -488,6 +493,15 @@ static PyObject *cpy_pool_take(PyObject *self_object, PyObject *const *args, Py_
             pthread_cond_wait(&box->direct, &box->lock);
         }
     }
+    if (interrupted) {
+        // A signal handler raised (Ctrl-C): that exception propagates, and the outcome, now or
+        // when it comes, goes to the result thread, which completes the Future.
+        record->waiting = 0;
+        if (atomic_load(&record->done)) cpy_enqueue(box, record);
+        pthread_mutex_unlock(&box->lock);
+        cpy_PyEval_RestoreThread(saved);
+        return NULL;
+    }
     if (got || atomic_load(&record->done)) {
         got = 1;
         cpy_remove(box, record);
@@ -496,16 +510,7 @@ static PyObject *cpy_pool_take(PyObject *self_object, PyObject *const *args, Py_
     }
     pthread_mutex_unlock(&box->lock);
     cpy_PyEval_RestoreThread(saved);
-    if (got) {
-        PyObject *outcome = cpy_outcome(self_object, record, 0);
-        if (interrupted) {
-            // The outcome is kept for the Future; the signal handler's exception still propagates.
-            cpy_xdecref(outcome);
-            return NULL;
-        }
-        return outcome;
-    }
-    if (interrupted) return NULL;
+    if (got) return cpy_outcome(self_object, record, 0);
     return cpy_PyBool_FromLong(0);
 }
 

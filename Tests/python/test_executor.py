@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
@@ -371,3 +372,32 @@ def test_the_interpreter_exit_waits_for_submitted_calls(tmp_path):
     assert_clean_exit(done)
     if sys.version_info >= (3, 13):
         assert done.stderr == ""
+
+
+def test_ctrl_c_interrupts_a_wait_in_result_and_the_call_can_be_cancelled(tmp_path):
+    script = tmp_path / "wait.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(helpers.__file__)!r})
+        import helpers, subinterp
+        from subinterp import InterpreterPoolExecutor
+
+        if __name__ == "__main__":
+            pool = InterpreterPoolExecutor(max_workers=1)
+            future = pool.submit(helpers.announce_then_spin, "ctrl-c")
+            subinterp.queue("ctrl-c").get(timeout=60)
+            print("waiting", flush=True)
+            try:
+                future.result()
+            except KeyboardInterrupt:
+                print("interrupted; cancelled:", future.cancel(), flush=True)
+            pool.shutdown()
+        """))
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "waiting\n"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=WAIT)
+    finally:
+        child.kill()
+    assert out == "interrupted; cancelled: True\n", err
