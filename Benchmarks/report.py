@@ -235,7 +235,8 @@ def markdown(groups, sources):
     have_base = any(baseline(rs) for rs in groups.values())
     if have_base:
         out.append("Column *vs subinterp* compares each runner with the workload's subinterp row "
-                   "(" + ", ".join(f"`{n}`" for n in swift_names) + ", from the Swift benchmark) "
+                   "(" + ", ".join(f"`{n}`" for n in swift_names)
+                   + (", measured from Python" if suites == ["python"] else ", from the Swift benchmark") + ") "
                    "and is oriented so that **above 1× means subinterp is better**: "
                    "runner ÷ subinterp where lower is better (times, memory), "
                    "subinterp ÷ runner where higher is better (throughput).")
