@@ -82,8 +82,12 @@ def _describe(error, stage):
         summary = traceback.TracebackException.from_exception(error)
         # This module's frames are the executor's plumbing, not the caller's code.
         here = __spec__.origin if __spec__ is not None else __file__
-        summary.stack = traceback.StackSummary.from_list(
-            [frame for frame in summary.stack if frame.filename != here])
+        seen, part = set(), summary
+        while part is not None and id(part) not in seen:
+            seen.add(id(part))
+            part.stack = traceback.StackSummary.from_list(
+                [frame for frame in part.stack if frame.filename != here])
+            part = part.__cause__ or part.__context__
         text = "".join(summary.format())
     except BaseException:
         text = f"{type(error).__name__} (no traceback)\n"
