@@ -377,12 +377,14 @@ def test_the_interpreter_exit_waits_for_submitted_calls(tmp_path):
 def test_ctrl_c_interrupts_a_wait_in_result_and_the_call_can_be_cancelled(tmp_path):
     script = tmp_path / "wait.py"
     script.write_text(textwrap.dedent(f"""
-        import sys
+        import signal, sys
         sys.path.insert(0, {os.path.dirname(helpers.__file__)!r})
         import helpers, subinterp
         from subinterp import InterpreterPoolExecutor
 
         if __name__ == "__main__":
+            # Python leaves SIGINT alone when it starts ignored (as in a background job).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             pool = InterpreterPoolExecutor(max_workers=1)
             future = pool.submit(helpers.announce_then_spin, "ctrl-c")
             subinterp.queue("ctrl-c").get(timeout=60)
