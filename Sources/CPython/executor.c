@@ -10,6 +10,7 @@
 #include "channels_module.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,7 +412,8 @@ static int cpy_read_timeout(PyObject *value, double *timeout) {
 }
 
 /// Watches `flag` for up to about 50 µs before a wait blocks: a call that takes a few
-/// microseconds is caught without a futex sleep and wake-up on both sides.
+/// microseconds is caught without a futex sleep and wake-up on both sides. It yields the CPU
+/// between checks, so that a worker waiting for this core (all cores busy) runs meanwhile.
 static int cpy_spin_for(atomic_int *flag) {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -419,6 +421,7 @@ static int cpy_spin_for(atomic_int *flag) {
         for (int i = 0; i < 256; i++) {
             if (atomic_load_explicit(flag, memory_order_acquire)) return 1;
         }
+        sched_yield();
         clock_gettime(CLOCK_MONOTONIC, &now);
         if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > 50000) return 0;
     }
