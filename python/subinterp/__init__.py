@@ -28,6 +28,7 @@ __all__ = [
     "BrokenInterpreterPool",
     "CallTimeoutError",
     "CancelledError",
+    "CannotSendError",
     "InterpreterPoolExecutor",
     "Queue",
     "QueueEmpty",
