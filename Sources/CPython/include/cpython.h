@@ -245,7 +245,6 @@ typedef struct {
     X(PyObject *, PyDict_GetItemString, (PyObject *dict, const char *key), (dict, key)) \
     X(PyObject *, PyLong_FromUnsignedLongLong, (unsigned long long v), (v)) \
     X(unsigned long long, PyLong_AsUnsignedLongLong, (PyObject *o), (o)) \
-    X(PyObject *, PyObject_CallObject, (PyObject *callable, PyObject *args), (callable, args)) \
     X(int, PyList_Append, (PyObject *list, PyObject *item), (list, item))
 
 // Each function is a pointer `cpy_ptr_NAME`, filled by `cpy_load`, and a wrapper `cpy_NAME` that
