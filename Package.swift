@@ -16,6 +16,10 @@ let package = Package(
         .library(name: "Subinterpreters", targets: ["Subinterpreters"]),
         .library(name: "SubinterpServer", targets: ["SubinterpServer"]),
         .executable(name: "subinterp", targets: ["subinterp"]),
+        // The extension module of the Python package (python/, pyproject.toml): its build backend
+        // builds this in release with the Swift runtime linked in and installs it as
+        // subinterp/_core.*.so. Only the library and the executor go in, not the server.
+        .library(name: "SubinterpPython", type: .dynamic, targets: ["SubinterpPython"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -49,6 +53,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "SubinterpPython",
+            dependencies: ["Subinterpreters", "CPython"],
             swiftSettings: strictSettings
         ),
         .executableTarget(

@@ -35,6 +35,9 @@ SUITES = {
     "pool": ("Pool benchmarks",
              "Pool benchmarks: subinterp InterpreterPool vs Python's executors",
              ["subinterp InterpreterPool"]),
+    "python": ("Python executor benchmarks",
+               "From Python: subinterp.InterpreterPoolExecutor vs Python's executors",
+               ["subinterp InterpreterPoolExecutor"]),
     "channels": ("Channel benchmarks",
                  "Channel benchmarks: subinterp.Queue and SharedBuffer vs Python's queues",
                  ["subinterp.Queue", "subinterp.SharedBuffer"]),
@@ -48,6 +51,9 @@ WORKLOADS = {
     "fib24x64": ("64 × fib(24)", "wall time for 64 calls of pure-Python fib(24)", True),
     "map-trivial": ("map over trivial calls",
                     "time per call of noop(x) through map (chunked where the executor supports it)", True),
+    "map-default": ("map over trivial calls, no chunksize",
+                    "time per call of noop(x) through map without a chunksize: each executor's default "
+                    "(one call per task for the standard ones; adaptive chunks for subinterp)", True),
     "call-trivial": ("trivial call round trip",
                      "time per submit(noop, i).result(), one call at a time", True),
     "start-to-first": ("pool start to first result",
@@ -67,6 +73,7 @@ WORKLOADS = {
 }
 RUNNER_ORDER = [
     "subinterp InterpreterPool",
+    "subinterp InterpreterPoolExecutor",
     "subinterp.Queue",
     "subinterp.SharedBuffer",
     "serial",
@@ -228,7 +235,8 @@ def markdown(groups, sources):
     have_base = any(baseline(rs) for rs in groups.values())
     if have_base:
         out.append("Column *vs subinterp* compares each runner with the workload's subinterp row "
-                   "(" + ", ".join(f"`{n}`" for n in swift_names) + ", from the Swift benchmark) "
+                   "(" + ", ".join(f"`{n}`" for n in swift_names)
+                   + (", measured from Python" if suites == ["python"] else ", from the Swift benchmark") + ") "
                    "and is oriented so that **above 1× means subinterp is better**: "
                    "runner ÷ subinterp where lower is better (times, memory), "
                    "subinterp ÷ runner where higher is better (throughput).")

@@ -2,15 +2,19 @@
 """Measure Python's own ways of running work in parallel, side by side.
 
 Runners: a plain loop (``serial``), ``ThreadPoolExecutor``,
-``ProcessPoolExecutor`` with the fork and forkserver start methods, and the
+``ProcessPoolExecutor`` with the fork and forkserver start methods, the
 ``InterpreterPoolExecutor`` of the PyPI backport ``interpreters-pep-734``
-(imported as ``interpreters_backport.concurrent.futures``). Every pool gets
-``max_workers = os.cpu_count()`` unless ``--workers`` says otherwise.
+(imported as ``interpreters_backport.concurrent.futures``), and, with
+``--runners ...,subinterp`` (``Benchmarks/run python``), this project's own
+``subinterp.InterpreterPoolExecutor`` (the pip-installed package). Every pool
+gets ``max_workers = os.cpu_count()`` unless ``--workers`` says otherwise.
 
 Workloads (see Benchmarks/README.md for the exact definitions):
 
   fib24x64        64 calls of pure-Python fib(24); wall seconds, speedup over serial
   map-trivial     executor.map(noop, range(N), chunksize=N // (workers*16)); us per call
+  map-default     executor.map(noop, range(N)) with no chunksize (each executor's
+                  default: 1 for the standard ones, adaptive for subinterp); us per call
   call-trivial    submit(noop, i).result() one round trip at a time; us per call
   start-to-first  construct a fresh executor .. first submit(noop, 1).result(); ms
   rss-per-worker  RSS of this process and all its children once every worker
@@ -55,7 +59,7 @@ if PEERS_DIR not in _pp.split(os.pathsep):
 import workloads  # noqa: E402  (needs the sys.path line above)
 from workloads import fib, hold, noop  # noqa: E402
 
-SUITE = "pool"
+SUITE = "pool"  # --suite python labels the rows of `Benchmarks/run python`
 BACKPORT_IMPORT = "interpreters_backport.concurrent.futures"
 
 SERIAL = "serial"
@@ -63,13 +67,16 @@ THREADS = "ThreadPoolExecutor"
 FORK = "ProcessPoolExecutor (fork)"
 FORKSERVER = "ProcessPoolExecutor (forkserver)"
 INTERP = "InterpreterPoolExecutor (backport)"
-RUNNERS = [SERIAL, THREADS, FORK, FORKSERVER, INTERP]
+SUBINTERP = "subinterp InterpreterPoolExecutor"
+RUNNERS = [SUBINTERP, SERIAL, THREADS, FORK, FORKSERVER, INTERP]
 RUNNER_KEYS = {  # short names for --runners
     "serial": SERIAL, "threads": THREADS, "fork": FORK,
-    "forkserver": FORKSERVER, "interp": INTERP,
+    "forkserver": FORKSERVER, "interp": INTERP, "subinterp": SUBINTERP,
 }
-WORKLOADS = ["fib24x64", "map-trivial", "call-trivial", "start-to-first", "rss-per-worker"]
-UNITS = {"fib24x64": "s", "map-trivial": "us/call", "call-trivial": "us/call",
+DEFAULT_RUNNERS = ["serial", "threads", "fork", "forkserver", "interp"]
+WORKLOADS = ["fib24x64", "map-trivial", "map-default", "call-trivial", "start-to-first", "rss-per-worker"]
+DEFAULT_WORKLOADS = ["fib24x64", "map-trivial", "call-trivial", "start-to-first", "rss-per-worker"]
+UNITS = {"fib24x64": "s", "map-trivial": "us/call", "map-default": "us/call", "call-trivial": "us/call",
          "start-to-first": "ms", "rss-per-worker": "MiB"}
 POOL_ONLY = {"start-to-first", "rss-per-worker"}   # no serial row for these
 
@@ -106,6 +113,9 @@ def make_executor(runner, workers):
         import importlib
         mod = importlib.import_module(BACKPORT_IMPORT)
         return mod.InterpreterPoolExecutor(max_workers=workers)
+    if runner == SUBINTERP:
+        from subinterp import InterpreterPoolExecutor
+        return InterpreterPoolExecutor(max_workers=workers)
     raise ValueError(f"unknown runner {runner!r}")
 
 
@@ -184,9 +194,12 @@ def bench_fib(runner, ex, workers, opts):
     return row("fib24x64", runner, value, note)
 
 
-def bench_map(runner, ex, workers, opts):
+def bench_map(runner, ex, workers, opts, default_chunks=False):
     n = opts.map_calls
-    chunksize = max(1, n // (workers * 16))
+    if default_chunks and ex is not None and runner != SUBINTERP:
+        n = min(n, opts.call_calls * 5)  # one task per call: keep it short
+    chunksize = None if default_chunks else max(1, n // (workers * 16))
+    workload = "map-default" if default_chunks else "map-trivial"
 
     def once():
         t0 = time.perf_counter()
@@ -194,6 +207,8 @@ def bench_map(runner, ex, workers, opts):
             out = []
             for i in range(n):
                 out.append(noop(i))
+        elif chunksize is None:
+            out = list(ex.map(noop, range(n), timeout=300))
         else:
             out = list(ex.map(noop, range(n), chunksize=chunksize, timeout=300))
         dt = time.perf_counter() - t0
@@ -205,11 +220,13 @@ def bench_map(runner, ex, workers, opts):
     value, note = summarize(samples)
     if ex is None:
         note = f"plain loop, {n} calls; {note}"
+    elif chunksize is None:
+        note = f"{n} calls, no chunksize given ({'adaptive' if runner == SUBINTERP else 'one task per call'}); {note}"
     else:
         note = f"{n} calls, chunksize={chunksize}; {note}"
         if runner in (THREADS, INTERP):
             note += "; this executor ignores chunksize (one task per item)"
-    return row("map-trivial", runner, value, note)
+    return row(workload, runner, value, note)
 
 
 def bench_call(runner, ex, workers, opts):
@@ -316,6 +333,8 @@ def rss_probe(runner, workers):
     if runner == INTERP:
         import importlib
         importlib.import_module(BACKPORT_IMPORT)
+    if runner == SUBINTERP:
+        import subinterp._executor  # noqa: F401
     gc.collect()
     time.sleep(0.05)
     rss0, pss0, n0 = tree_memory()
@@ -341,7 +360,7 @@ def bench_rss(runner, workers, opts):
     results = []
     for _ in range(opts.repeat):
         cmd = [sys.executable, os.path.abspath(__file__), "--rss-probe", runner,
-               "--workers", str(workers)]
+               "--workers", str(workers), "--suite", SUITE]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if p.returncode != 0:
             tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -388,7 +407,7 @@ def run_runner(runner, opts, save=lambda rows: None):
     if runner != SERIAL and "start-to-first" in wanted:
         attempt("start-to-first", lambda: bench_start(runner, workers, opts))
 
-    timed = [w for w in ("fib24x64", "map-trivial", "call-trivial") if w in wanted]
+    timed = [w for w in ("fib24x64", "map-trivial", "map-default", "call-trivial") if w in wanted]
     if not timed:
         return rows
     ex = None
@@ -407,7 +426,8 @@ def run_runner(runner, opts, save=lambda rows: None):
             save(rows)
             return rows
     try:
-        bench = {"fib24x64": bench_fib, "map-trivial": bench_map, "call-trivial": bench_call}
+        bench = {"fib24x64": bench_fib, "map-trivial": bench_map, "call-trivial": bench_call,
+                 "map-default": lambda *a: bench_map(*a, default_chunks=True)}
         for w in timed:
             attempt(w, lambda w=w: bench[w](runner, ex, workers, opts))
     finally:
@@ -428,7 +448,8 @@ def run_runner_in_child(runner, opts):
                "--child-out", out_path, "--workers", str(opts.workers),
                "--repeat", str(opts.repeat), "--budget", str(opts.budget),
                "--map-calls", str(opts.map_calls), "--call-calls", str(opts.call_calls),
-               "--start-reps", str(opts.start_reps), "--workloads", ",".join(timed)]
+               "--start-reps", str(opts.start_reps), "--workloads", ",".join(timed),
+               "--suite", SUITE]
         err = None
         # Its own session, so that on a time-out its pool's worker processes go with it.
         p = subprocess.Popen(cmd, start_new_session=True)
@@ -497,10 +518,11 @@ def parse_args(argv):
     ap.add_argument("--call-calls", type=int, default=2_000,
                     help="one-at-a-time round trips for call-trivial")
     ap.add_argument("--start-reps", type=int, default=5, help="fresh pools for start-to-first")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+    ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                     help="comma-separated subset of: " + ", ".join(WORKLOADS))
-    ap.add_argument("--runners", default=",".join(RUNNER_KEYS),
+    ap.add_argument("--runners", default=",".join(DEFAULT_RUNNERS),
                     help="comma-separated subset of: " + ", ".join(RUNNER_KEYS))
+    ap.add_argument("--suite", default="pool", help="the suite name written in each row")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 repetition, 10,000 map calls, 200 round trips")
     ap.add_argument("--child-timeout", type=float, default=240.0, help=argparse.SUPPRESS)
@@ -508,6 +530,8 @@ def parse_args(argv):
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
     ap.add_argument("--rss-probe", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
+    global SUITE
+    SUITE = opts.suite
     if opts.quick:
         opts.repeat, opts.map_calls, opts.call_calls, opts.start_reps = 1, 10_000, 200, 2
     opts.workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]

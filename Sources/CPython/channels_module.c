@@ -855,7 +855,7 @@ void cpy_channels_clear(cpy_module_state *state) {
 // MARK: - For Swift
 
 static cpy_module_state *cpy_current_state(PyObject **module) {
-    *module = cpy_PyImport_ImportModule("subinterp");
+    *module = cpy_PyImport_ImportModule("subinterp._core");
     return *module ? cpy_PyModule_GetState(*module) : NULL;
 }
 

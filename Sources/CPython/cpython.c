@@ -1,4 +1,5 @@
 // Resolves the CPython C API from the libpython chosen at run time. See cpython.h.
+#define _GNU_SOURCE  // dladdr, RTLD_DEFAULT
 #include "cpython.h"
 
 #include <dlfcn.h>
@@ -16,40 +17,34 @@ CPY_OBJECTS(CPY_DEFINE_OBJECT)
 #undef CPY_DEFINE_OBJECT
 
 static unsigned long cpy_loaded_version = 0;
+static char cpy_loaded_path[4096];
 
 unsigned long cpy_version(void) { return cpy_loaded_version; }
 
-int cpy_load(const char *path, char *error, size_t error_size) {
-    if (cpy_loaded_version != 0) {
-        return 0;
-    }
-    // RTLD_GLOBAL: extension modules loaded later resolve their Py* symbols against this library.
-    void *library = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
-    if (library == NULL) {
-        snprintf(error, error_size, "cannot load %s: %s", path, dlerror());
-        return -1;
-    }
+/// Checks the version of the C API found through `library` (a dlopen handle, or RTLD_DEFAULT for
+/// the running process) and resolves every function and object from it. `what` names it in errors.
+static int cpy_resolve(void *library, const char *what, char *error, size_t error_size) {
     const unsigned long *version = dlsym(library, "Py_Version");
     if (version == NULL) {
-        snprintf(error, error_size, "%s is not a CPython >= 3.12 library (no Py_Version)", path);
+        snprintf(error, error_size, "%s is not a CPython >= 3.12 library (no Py_Version)", what);
         return -1;
     }
     unsigned long minor = (*version >> 16) & 0xFF;
     if ((*version >> 24) != 3 || minor < 12 || minor > 13) {
-        snprintf(error, error_size, "%s is Python %lu.%lu; this build supports 3.12 and 3.13", path,
+        snprintf(error, error_size, "%s is Python %lu.%lu; this build supports 3.12 and 3.13", what,
                  *version >> 24, minor);
         return -1;
     }
     // Free-threaded builds have another object layout; they export this symbol, GIL builds do not.
     if (dlsym(library, "_Py_MergeZeroLocalRefcount") != NULL) {
-        snprintf(error, error_size, "%s is a free-threaded build; use a default (GIL) build of CPython", path);
+        snprintf(error, error_size, "%s is a free-threaded build; use a default (GIL) build of CPython", what);
         return -1;
     }
 #define CPY_RESOLVE(name)                                                                          \
     do {                                                                                           \
         *(void **)(&cpy_ptr_##name) = dlsym(library, #name);                                       \
         if (cpy_ptr_##name == NULL) {                                                              \
-            snprintf(error, error_size, "%s lacks the C API function %s", path, #name);            \
+            snprintf(error, error_size, "%s lacks the C API function %s", what, #name);            \
             return -1;                                                                             \
         }                                                                                          \
     } while (0);
@@ -63,16 +58,44 @@ int cpy_load(const char *path, char *error, size_t error_size) {
     do {                                                                                           \
         void *address = dlsym(library, #symbol);                                                   \
         if (address == NULL) {                                                                     \
-            snprintf(error, error_size, "%s lacks %s", path, #symbol);                             \
+            snprintf(error, error_size, "%s lacks %s", what, #symbol);                             \
             return -1;                                                                             \
         }                                                                                          \
         cpy_obj_##name = direct ? (type)address : *(type *)address;                                \
     } while (0);
     CPY_OBJECTS(CPY_RESOLVE_OBJECT)
 #undef CPY_RESOLVE_OBJECT
+    Dl_info info;
+    if (dladdr(version, &info) != 0 && info.dli_fname != NULL) {
+        snprintf(cpy_loaded_path, sizeof cpy_loaded_path, "%s", info.dli_fname);
+    }
     cpy_loaded_version = *version;
     return 0;
 }
+
+int cpy_load(const char *path, char *error, size_t error_size) {
+    if (cpy_loaded_version != 0) {
+        return 0;
+    }
+    // RTLD_GLOBAL: extension modules loaded later resolve their Py* symbols against this library.
+    void *library = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (library == NULL) {
+        snprintf(error, error_size, "cannot load %s: %s", path, dlerror());
+        return -1;
+    }
+    return cpy_resolve(library, path, error, error_size);
+}
+
+int cpy_load_process(char *error, size_t error_size) {
+    if (cpy_loaded_version != 0) {
+        return 0;
+    }
+    // The running python's C API is in the global scope: in libpython, which the executable
+    // needs, or in the executable itself, which exports it for extension modules.
+    return cpy_resolve(RTLD_DEFAULT, "the running Python", error, error_size);
+}
+
+const char *cpy_library_path(void) { return cpy_loaded_version != 0 ? cpy_loaded_path : NULL; }
 
 #include <signal.h>
 #include <stdlib.h>

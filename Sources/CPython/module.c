@@ -1,8 +1,11 @@
-// The built-in module `subinterp`, importable in every interpreter the host creates.
+// The module `subinterp._core`, the native core of the `subinterp` package: in every interpreter
+// the host creates (package.c puts it there) and, as an extension module, in a plain Python process.
 // Multi-phase init with per-interpreter-GIL support: all state lives in module state, no C global
 // holds a Python object. Process-wide things (the output lock) are plain C.
 #include "channels_module.h"
 #include "cpython.h"
+#include "executor.h"
+#include "package.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -73,7 +76,9 @@ static int cpy_module_exec(PyObject *module) {
     cpy_module_state *state = cpy_PyModule_GetState(module);
     state->worker_index = 0;
     state->worker_count = 1;
-    return cpy_channels_exec(module, state);
+    if (cpy_channels_exec(module, state) < 0) return -1;
+    if (cpy_executor_exec(module) < 0) return -1;
+    return cpy_package_exec(module);
 }
 
 static int cpy_module_traverse(PyObject *module, int (*visit)(PyObject *, void *), void *arg) {
@@ -116,8 +121,8 @@ static PyModuleDef_Slot cpy_module_slots[] = {
 // The head of a statically allocated object is immortal in 3.12 and 3.13 (refcount UINT_MAX).
 static PyModuleDef cpy_module_def = {
     .m_base = {.ob_base = {.ob_refcnt = 0xFFFFFFFF, .ob_type = NULL}},
-    .m_name = "subinterp",
-    .m_doc = "Host services for code running in a Subinterpreters interpreter.",
+    .m_name = "subinterp._core",
+    .m_doc = "The native core of the subinterp package: channels, the executor's pools, host services.",
     .m_size = sizeof(cpy_module_state),
     .m_methods = cpy_module_methods,
     .m_slots = cpy_module_slots,
@@ -126,12 +131,10 @@ static PyModuleDef cpy_module_def = {
     .m_free = cpy_module_free,
 };
 
-static PyObject *cpy_module_init(void) { return cpy_PyModuleDef_Init(&cpy_module_def); }
-
-int cpy_register_module(void) { return cpy_PyImport_AppendInittab("subinterp", cpy_module_init); }
+PyModuleDef *cpy_module_definition(void) { return &cpy_module_def; }
 
 int cpy_module_set_worker(long index, long count) {
-    PyObject *module = cpy_PyImport_ImportModule("subinterp");
+    PyObject *module = cpy_PyImport_ImportModule("subinterp._core");
     if (module == NULL) {
         return -1;
     }

@@ -272,7 +272,12 @@ typedef struct {
     X(int, PyList_Append, (PyObject *list, PyObject *item), (list, item)) \
     X(PyObject *, PyList_GetSlice, (PyObject *list, Py_ssize_t low, Py_ssize_t high), (list, low, high)) \
     V(PyObject_GC_UnTrack, (void *o), (o)) \
-    V(PyErr_WriteUnraisable, (PyObject *o), (o))
+    V(PyErr_WriteUnraisable, (PyObject *o), (o)) \
+    X(int, PyModule_AddFunctions, (PyObject *module, PyMethodDef *functions), (module, functions)) \
+    X(PyObject *, PySys_GetObject, (const char *name), (name)) \
+    X(PyObject *, PyDict_GetItemString, (PyObject *dict, const char *key), (dict, key)) \
+    X(PyObject *, PyLong_FromUnsignedLongLong, (unsigned long long v), (v)) \
+    X(unsigned long long, PyLong_AsUnsignedLongLong, (PyObject *o), (o))
 
 // Each function is a pointer `cpy_ptr_NAME`, filled by `cpy_load`, and a wrapper `cpy_NAME` that
 // Swift calls (Swift cannot call through a mutable C global under strict concurrency).
@@ -324,6 +329,15 @@ CPY_OBJECTS(CPY_DECLARE_OBJECT)
 /// writes a one-line reason into `error`. Call once, before anything else here.
 int cpy_load(const char *path, char *error, size_t error_size);
 
+/// Resolves everything above from the Python already running in this process (when this code
+/// was loaded as an extension module), with `dlsym(RTLD_DEFAULT, …)`: libpython may be a shared
+/// library or linked into the executable. Same checks and result as `cpy_load`.
+int cpy_load_process(char *error, size_t error_size);
+
+/// The file that holds the loaded C API (libpython, or the executable of a static build), or
+/// NULL before loading.
+const char *cpy_library_path(void);
+
 /// `Py_Version` of the loaded library (e.g. 0x030D00F0 for 3.13.0), or 0 before `cpy_load`.
 unsigned long cpy_version(void);
 
@@ -348,9 +362,10 @@ static inline void cpy_decref(PyObject *o) { cpy_ptr_Py_DecRef(o); }
 static inline void cpy_xdecref(PyObject *o) { if (o) cpy_ptr_Py_DecRef(o); }
 static inline PyObject *cpy_new_none(void) { cpy_ptr_Py_IncRef(cpy_obj_none); return cpy_obj_none; }
 
-/// The module `subinterp`, registered for every interpreter by `cpy_register_module` before
-/// the runtime starts. Multi-phase init, safe for per-interpreter GILs.
-int cpy_register_module(void);
+/// The native core of the `subinterp` package, the module `subinterp._core`: multi-phase init,
+/// safe for per-interpreter GILs. `cpy_package_install` (package.h) puts it into each interpreter
+/// the host creates; a plain Python process imports it as an extension module.
+PyModuleDef *cpy_module_definition(void);
 
 /// Sets the index and count `subinterp.worker_index()` / `worker_count()` report in the current
 /// interpreter. Returns -1 with a Python exception set on failure.

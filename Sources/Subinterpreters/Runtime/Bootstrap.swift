@@ -1,6 +1,8 @@
-/// Python run once in every new interpreter, before any user code. It hangs a few private
-/// helpers on the built-in `subinterp` module and, when asked, replaces `sys.stdout` and
-/// `sys.stderr` with writers that emit whole lines under the host's output lock.
+/// Python run once in every new interpreter, before any user code (the `subinterp` package is
+/// importable by then, see `cpy_package_install`). It hangs a few private helpers of the host on
+/// the package and, when asked, replaces `sys.stdout` and `sys.stderr` with writers that emit
+/// whole lines under the host's output lock. What the package itself needs in every process,
+/// `CancelledError` and how objects are pickled, is in python/subinterp/__init__.py.
 enum Bootstrap {
     static let source = #"""
 import sys
@@ -86,19 +88,6 @@ def _resolve(name):
             target = getattr(target, part)
         return target
     raise ImportError(f"cannot resolve '{name}'")
-
-def _pickle_dumps(obj):
-    import pickle
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
-        raise TypeError(
-            f"cannot send a '{_qualified_name(type(obj))}' object to another interpreter: "
-            f"it is not a basic type and pickle refused it ({error})") from error
-
-def _pickle_loads(data):
-    import pickle
-    return pickle.loads(data)
 
 class _LineWriter:
     """A text stream that writes whole lines under the host's output lock, so lines written by
@@ -231,18 +220,10 @@ def _before_end():
         except AttributeError:
             pass
 
-class CancelledError(BaseException):
-    """Raised inside Python when the host cancels the running call or its deadline passes.
-    A BaseException, like KeyboardInterrupt, so `except Exception` does not swallow it."""
-    __module__ = "subinterp"
-
-subinterp.CancelledError = CancelledError
 subinterp._describe = _describe
 subinterp._before_end = _before_end
 subinterp._run_path = _run_path
 subinterp._resolve = _resolve
-subinterp._pickle_dumps = _pickle_dumps
-subinterp._pickle_loads = _pickle_loads
 subinterp._install_line_writers = _install_line_writers
 subinterp._drain_output = _drain_output
 """#

@@ -6,7 +6,9 @@ import Synchronization
 ///
 /// The main interpreter starts once per process, on a thread of its own that never runs user
 /// code; it outlives every sub-interpreter. Start it with `start(_:)` (or let the first
-/// `Interpreter` start it with the default installation).
+/// `Interpreter` start it with the default installation). When this library is itself loaded
+/// into a running Python (the `subinterp` extension module), `attach(packageDirectory:)` uses
+/// that Python's main interpreter instead, and its owner finalizes it.
 public final class PythonRuntime: Sendable {
     /// The installation that was loaded.
     public let installation: PythonInstallation
@@ -16,7 +18,8 @@ public final class PythonRuntime: Sendable {
     /// The main interpreter's state. Only read by interpreter threads while they create a
     /// sub-interpreter, under that interpreter's GIL rules.
     nonisolated(unsafe) let mainInterpreter: OpaquePointer
-    private let finalizer: RuntimeThread
+    /// The thread that owns the main interpreter, or nil when attached to a running Python.
+    private let finalizer: RuntimeThread?
     private let state = Mutex(State())
 
     private struct State {
@@ -26,7 +29,7 @@ public final class PythonRuntime: Sendable {
 
     private static let shared = Mutex<PythonRuntime?>(nil)
 
-    private init(installation: PythonInstallation, version: String, mainInterpreter: OpaquePointer, finalizer: RuntimeThread) {
+    private init(installation: PythonInstallation, version: String, mainInterpreter: OpaquePointer, finalizer: RuntimeThread?) {
         self.installation = installation
         self.version = version
         self.mainInterpreter = mainInterpreter
@@ -68,14 +71,53 @@ public final class PythonRuntime: Sendable {
                 .pythonNotFound,
                 "\(reason). Point \(PythonInstallation.environmentVariable) (or --python) at a CPython 3.12 or 3.13 built with --enable-shared.")
         }
-        guard cpy_register_module() == 0 else {
-            throw SubinterpreterError(.runtimeFailed, "could not register the built-in module 'subinterp'")
-        }
+        ExecutorBridge.install()
         let thread = RuntimeThread()
         let main = try thread.initialize(executable: installation.executable)
+        return PythonRuntime(installation: installation, version: loadedVersion(), mainInterpreter: main, finalizer: thread)
+    }
+
+    private static func loadedVersion() -> String {
         let v = cpy_version()
-        let version = "\(v >> 24).\((v >> 16) & 0xFF).\((v >> 8) & 0xFF)"
-        return PythonRuntime(installation: installation, version: version, mainInterpreter: main, finalizer: thread)
+        return "\(v >> 24).\((v >> 16) & 0xFF).\((v >> 8) & 0xFF)"
+    }
+
+    /// Attaches to the Python that is already running this process: this library was loaded as
+    /// the extension module `subinterp._core`, with the calling thread holding the main
+    /// interpreter's GIL. The C API is resolved from the process (`dlsym(RTLD_DEFAULT, …)`), so
+    /// libpython may be a shared library or linked into the executable; nothing is started, and
+    /// nothing is finalized by us. Interpreters created from then on import the package from
+    /// `packageDirectory` and this binary's `subinterp._core`. Attaching again returns the same
+    /// runtime.
+    package static func attach(packageDirectory: String?) throws -> PythonRuntime {
+        try shared.withLock { running in
+            if let running { return running }
+            var error = [CChar](repeating: 0, count: 512)
+            guard cpy_load_process(&error, error.count) == 0 else {
+                throw SubinterpreterError(.pythonNotFound, String(nulTerminated: error))
+            }
+            cpy_package_set_directory(packageDirectory)
+            ExecutorBridge.install()
+            let v = cpy_version()
+            let major = Int(v >> 24), minor = Int((v >> 16) & 0xFF)
+            let executable = (cpy_PySys_GetObject("executable")).flatMap { object -> String? in
+                var size = 0
+                guard let text = cpy_PyUnicode_AsUTF8AndSize(object, &size) else {
+                    cpy_PyErr_Clear()
+                    return nil
+                }
+                return String(cString: text)
+            } ?? ""
+            let library = cpy_library_path().map { String(cString: $0) } ?? executable
+            let installation = PythonInstallation(
+                executable: executable, library: library, major: major, minor: minor,
+                virtualEnvironment: PythonInstallation.virtualEnvironment(of: executable))
+            let runtime = PythonRuntime(
+                installation: installation, version: loadedVersion(), mainInterpreter: cpy_PyInterpreterState_Main(),
+                finalizer: nil)
+            running = runtime
+            return runtime
+        }
     }
 
     /// Counts interpreters so `finalize` can refuse while any is alive.
@@ -97,6 +139,7 @@ public final class PythonRuntime: Sendable {
     /// Optional: a process may also simply exit.
     @discardableResult
     public func finalize() -> Bool {
+        guard let finalizer else { return false }  // attached: the running Python's owner finalizes it
         let go = state.withLock { state -> Bool in
             guard state.liveInterpreters == 0, !state.finalized else { return false }
             state.finalized = true

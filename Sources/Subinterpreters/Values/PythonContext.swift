@@ -34,6 +34,8 @@ public final class PythonContext {
     /// Runs the bootstrap and caches the helpers. Called once, on the interpreter's thread.
     func bootstrap() throws {
         assertOnThread()
+        // This binary's `subinterp._core` and the package's Python layer, before anything imports them.
+        guard cpy_package_install() == 0 else { throw takeErrorWithoutHelpers() }
         guard let main = cpy_PyImport_AddModule("__main__") else { throw takeError() }  // borrowed
         let mainDict = cpy_PyModule_GetDict(main)!
         cpy_incref(mainDict)  // held even if user code removes __main__ from sys.modules
