@@ -30,6 +30,7 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
             case invalidArgument = "invalid argument"
             case cancelled = "cancelled"
             case timedOut = "timed out"
+            case queueTimedOut = "queue timed out"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -55,6 +56,8 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
         public static let cancelled = Code(.cancelled)
         /// The call ran past its deadline.
         public static let timedOut = Code(.timedOut)
+        /// The call waited in a pool's queue past its `queueTimeout` and never ran (overload).
+        public static let queueTimedOut = Code(.queueTimedOut)
 
         public var description: String { base.rawValue }
     }

@@ -499,6 +499,14 @@ public final class PythonObject {
         return PythonObject(owning: try context.own(cpy_PyObject_GetAttrString(pointer, name)), context: context)
     }
 
+    /// Calls the object with `Encodable` Swift values (see `Interpreter.call`); the result stays
+    /// a Python object.
+    public func call<each Argument: Encodable>(
+        _ arguments: repeat each Argument, keywords: KeyValuePairs<String, any Encodable> = [:]
+    ) throws -> PythonObject {
+        try call(arguments: try PythonValue.arguments(repeat each arguments), keywords: try PythonValue.keywords(keywords))
+    }
+
     /// Calls the object with values; the result stays a Python object.
     public func call(_ arguments: PythonValue..., keywords: KeyValuePairs<String, PythonValue> = [:]) throws -> PythonObject {
         try call(arguments: arguments, keywords: keywords.map { ($0.key, $0.value) })
