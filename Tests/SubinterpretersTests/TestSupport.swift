@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import Subinterpreters
+
+/// The minor version of the Python the tests run on (3.12 or 3.13).
+let pythonMinor: Int = (try? PythonRuntime.start().installation.minor) ?? 13
+
+/// A name no other test uses, for named queues.
+func uniqueName(_ prefix: String) -> String { "\(prefix)-\(UUID().uuidString)" }
+
+/// Runs `body`, failing the test if it has not finished within `limit`. The limit is only a
+/// failure bound for code that would otherwise hang; nothing waits for it to pass.
+func withFailureTimeout<T: Sendable>(
+    _ limit: Duration, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T? {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        let first = try await group.next()!
+        if first == nil { Issue.record("\(what) did not finish within \(limit)", sourceLocation: sourceLocation) }
+        return first
+    }
+}
+
+/// Log lines a component wrote, for tests that check what the log says.
+final class CollectedLog: Sendable {
+    private let lines = Mutex<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+
+    var logger: Logger {
+        Logger(label: "test") { _ in Handler(log: self) }
+    }
+
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+
+    struct Handler: LogHandler {
+        let log: CollectedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let all = metadata.merging(event.metadata ?? [:]) { $1 }
+            let rendered = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            log.append("\(event.level): \(event.message) \(rendered)")
+        }
+    }
+}
+
+/// A pipe whose read end a Python call can block on, in C, until the test writes to it.
+final class BlockingPipe: Sendable {
+    let readEnd: Int32
+    let writeEnd: Int32
+
+    init() {
+        var fds: [Int32] = [0, 0]
+        precondition(pipe(&fds) == 0)
+        readEnd = fds[0]
+        writeEnd = fds[1]
+    }
+
+    func release() {
+        var byte: UInt8 = 1
+        _ = write(writeEnd, &byte, 1)
+    }
+
+    deinit {
+        close(readEnd)
+        close(writeEnd)
+    }
+}
