@@ -441,6 +441,15 @@ int cpy_queue_put_async(cpy_queue *queue, cpy_item *item, cpy_waiter *waiter) {
     return result;
 }
 
+Py_ssize_t cpy_queue_registered_waits(cpy_queue *queue) {
+    Py_ssize_t count = 0;
+    pthread_mutex_lock(&queue->lock);
+    for (cpy_waiter *waiter = queue->getters; waiter != NULL; waiter = waiter->next) count++;
+    for (cpy_waiter *waiter = queue->putters; waiter != NULL; waiter = waiter->next) count++;
+    pthread_mutex_unlock(&queue->lock);
+    return count;
+}
+
 int cpy_queue_withdraw(cpy_queue *queue, cpy_waiter *waiter, cpy_item **item) {
     if (item != NULL) *item = NULL;
     int found = 0;

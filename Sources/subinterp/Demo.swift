@@ -18,7 +18,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let count = workers ?? SystemInfo.cpuCount
         printLine("Python \(runtime.version): \(tasks) × fib(\(fib)) in pure Python, \(count) workers, \(SystemInfo.cpuCount) CPUs")
         let report = try await failing {

@@ -31,7 +31,7 @@ struct Map: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let inputDescriptor: Int32
         if let input {
             inputDescriptor = open(input, O_RDONLY)

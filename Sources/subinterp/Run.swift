@@ -23,7 +23,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let outcomes = try await failing {
             try await ScriptRunner.run(script: script, arguments: arguments, count: n, runtime: runtime)
         }

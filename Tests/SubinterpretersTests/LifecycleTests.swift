@@ -39,7 +39,7 @@ import Testing
 
 @Suite struct ModuleCheckTests {
     @Test func reportsOkIncompatibleAndError() async throws {
-        let runtime = try PythonRuntime.start()
+        let runtime = try await PythonRuntime.start()
         let results = try await ModuleCheck.run(["json", "_testsinglephase", "no_such_module_xyz"], runtime: runtime)
         #expect(results.map(\.module) == ["json", "_testsinglephase", "no_such_module_xyz"])
         #expect(results[0].outcome == .ok)

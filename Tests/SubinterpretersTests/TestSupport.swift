@@ -30,6 +30,37 @@ func withFailureTimeout<T: Sendable>(
     }
 }
 
+/// Waits until `condition` holds, yielding in between, failing the test if it does not hold
+/// within `limit`. For state that has no event to await (a wait being registered).
+func waitUntil(
+    _ what: String, within limit: Duration = .seconds(30), sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () -> Bool
+) async {
+    let deadline = ContinuousClock.now + limit
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("\(what) did not happen within \(limit)", sourceLocation: sourceLocation)
+            return
+        }
+        await Task.yield()
+    }
+}
+
+/// Threads of this process now.
+func threadCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
+}
+
+/// Runs `body` on a new thread and waits for it without blocking the concurrency pool.
+func onThread(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        Thread {
+            body()
+            continuation.resume()
+        }.start()
+    }
+}
+
 /// Log lines a component wrote, for tests that check what the log says.
 final class CollectedLog: Sendable {
     private let lines = Mutex<[String]>([])

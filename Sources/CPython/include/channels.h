@@ -59,6 +59,8 @@ int cpy_queue_put_async(cpy_queue *queue, cpy_item *item, cpy_waiter *waiter);
 /// `done` will not be called, and for a put `*item` gets the item back. Returns 0 if the wait
 /// completed: `done` has been or is being called.
 int cpy_queue_withdraw(cpy_queue *queue, cpy_waiter *waiter, cpy_item **item);
+/// How many registered waits the queue holds now.
+Py_ssize_t cpy_queue_registered_waits(cpy_queue *queue);
 
 /// Ends the current (or next) wait of `thread` with CPY_WAIT_CANCELLED.
 void cpy_thread_cancel_wait(unsigned long thread);

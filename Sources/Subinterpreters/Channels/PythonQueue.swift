@@ -42,6 +42,8 @@ public final class PythonQueue: Sendable, Hashable, CustomStringConvertible {
     public var maxsize: Int { cpy_queue_maxsize(handle) }
     /// Items queued now.
     public var count: Int { cpy_queue_count(handle) }
+    /// Swift waits registered with the queue now (for tests and diagnostics).
+    var registeredWaits: Int { cpy_queue_registered_waits(handle) }
 
     public var description: String { "PythonQueue(id: \(id), maxsize: \(maxsize))" }
     public static func == (lhs: PythonQueue, rhs: PythonQueue) -> Bool { lhs.handle == rhs.handle }

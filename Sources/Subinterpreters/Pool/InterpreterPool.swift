@@ -148,7 +148,7 @@ public final class InterpreterPool: Service, Sendable {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "a pool needs at least 1 worker (got \(configuration.workers))")
         }
-        let runtime = try runtime ?? PythonRuntime.start()
+        let runtime = if let runtime { runtime } else { try await PythonRuntime.start() }
         // A library logs only where it is told to: without a logger, nothing is printed.
         let logger = logger ?? Logger(label: "subinterpreters.pool", factory: { _ in SwiftLogNoOpLogHandler() })
         let core = PoolCore(configuration: configuration, runtime: runtime, logger: logger)

@@ -22,7 +22,7 @@ public final class Interpreter: Sendable {
     /// Creates an interpreter, starting the runtime with the default installation if needed.
     /// The corresponding C API is `Py_NewInterpreterFromConfig`.
     public init(runtime: PythonRuntime? = nil, options: InterpreterOptions = InterpreterOptions()) async throws {
-        let runtime = try runtime ?? PythonRuntime.start()
+        let runtime = if let runtime { runtime } else { try await PythonRuntime.start() }
         self.runtime = runtime
         self.options = options
         self.thread = try await InterpreterThread.start(runtime: runtime, options: options)
