@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Testing
 
@@ -13,6 +14,29 @@ import Testing
         #expect(try PythonRuntime.start() === runtime)
     }
 
+    /// Starting Python blocks threads of its own, never the concurrency pool's: with more starts
+    /// in flight than the pool has threads, a task on the pool still runs (and releases them).
+    @Test func startingPythonDoesNotBlockTheConcurrencyPool() async throws {
+        #expect(try await PythonRuntime.start() === PythonRuntime.current)
+        let gate = DispatchSemaphore(value: 0)
+        let count = SystemInfo.cpuCount * 4
+        let finished = try await withFailureTimeout(.seconds(30), "starts waiting on a task of the pool") {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<count {
+                    group.addTask { try await PythonRuntime.onOwnThread { gate.wait(); return index } }
+                }
+                group.addTask {
+                    for _ in 0..<count { gate.signal() }
+                    return -1
+                }
+                var done = 0
+                for try await _ in group { done += 1 }
+                return done
+            }
+        }
+        #expect(finished == count + 1)
+    }
+
     @Test func aSecondPythonInOneProcessIsRefused() throws {
         let runtime = try PythonRuntime.start()
         var other = runtime.installation
@@ -24,11 +48,13 @@ import Testing
 
     @Test func cancelledCallThatHasNotStartedIsSkipped() async throws {
         let interpreter = try await Interpreter()
-        try await interpreter.exec("import time\nran = []")
-        let blocker = Task { try await interpreter.exec("time.sleep(0.3)") }
-        try await Task.sleep(for: .milliseconds(50))
+        let gate = PythonQueue(), started = PythonQueue()
+        try await interpreter.prepareMain(["gate": .queue(gate), "started": .queue(started), "ran": []])
+        let blocker = Task { try await interpreter.exec("started.put(1)\ngate.get()") }
+        _ = try await started.get(timeout: .seconds(30))  // the interpreter is busy: what follows queues
         let queued = Task { try await interpreter.exec("ran.append(1)") }
         queued.cancel()
+        try await gate.put(.none)  // the interpreter goes on, and finds the queued work cancelled
         let error = await #expect(throws: SubinterpreterError.self) { try await queued.value }
         #expect(error?.code == .cancelled)
         try await blocker.value
