@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Logging
 import Synchronization
@@ -11,22 +12,47 @@ let pythonMinor: Int = (try? PythonRuntime.start().installation.minor) ?? 13
 /// A name no other test uses, for named queues.
 func uniqueName(_ prefix: String) -> String { "\(prefix)-\(UUID().uuidString)" }
 
-/// Runs `body`, failing the test if it has not finished within `limit`. The limit is only a
-/// failure bound for code that would otherwise hang; nothing waits for it to pass.
+/// Runs `body`, failing the test if it has not finished within `limit`, and then returning nil
+/// without waiting for it (a body stuck in a blocking call must not hold the test run). The
+/// limit is only a failure bound for code that would otherwise hang; nothing waits for it to pass.
 func withFailureTimeout<T: Sendable>(
     _ limit: Duration, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T? {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
+    let race = FirstResult<T?>()
+    let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T?, any Error>) in
+        race.set(continuation)
+        // Unstructured on purpose: the body may never return, and a task group would wait for it.
+        let task = Task { race.finish(await Result { try await body() }) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit.timeInterval) {
+            if race.finish(.success(nil)) { task.cancel() }
         }
-        defer { group.cancelAll() }
-        let first = try await group.next()!
-        if first == nil { Issue.record("\(what) did not finish within \(limit)", sourceLocation: sourceLocation) }
-        return first
+    }
+    if result == nil { Issue.record("\(what) did not finish within \(limit)", sourceLocation: sourceLocation) }
+    return result
+}
+
+/// Resumes a continuation with whichever result comes first.
+final class FirstResult<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, done: Bool)>((nil, false))
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) { state.withLock { $0.continuation = continuation } }
+
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard !state.done else { return nil }
+            state.done = true
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+        return continuation != nil
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }
 

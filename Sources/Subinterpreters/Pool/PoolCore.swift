@@ -24,7 +24,9 @@ final class PoolWorker: @unchecked Sendable {
 /// It is the `WorkFeeder` its workers pull from.
 final class PoolCore: WorkFeeder, Sendable {
     struct State {
-        var pending: [PoolJob] = []
+        /// Queued jobs from `pendingHead` on; slots before it are nil, so a job that left the
+        /// queue (and the inputs its closure holds) is not kept alive by it.
+        var pending: [PoolJob?] = []
         var pendingHead = 0
         /// Calls in queued jobs; a cancelled job leaves the count at once, not when skipped.
         var queuedCalls = 0
@@ -56,9 +58,10 @@ final class PoolCore: WorkFeeder, Sendable {
 
         mutating func popPending() -> PoolJob? {
             while pendingHead < pending.count {
-                let job = pending[pendingHead]
+                let job = pending[pendingHead]!
+                pending[pendingHead] = nil
                 pendingHead += 1
-                if pendingHead > 1024 && pendingHead * 2 > pending.count {
+                if pendingHead > 64 && pendingHead * 2 > pending.count {
                     pending.removeFirst(pendingHead)
                     pendingHead = 0
                 }

@@ -20,8 +20,10 @@ final class PoolJob: Sendable {
     /// Whether the controller may hold timers for this job (so finishing it must drop them).
     let hasTimers = Atomic<Bool>(false)
     /// Runs the work on a worker's thread; returns how many of its calls failed and how to
-    /// report the result (a no-op if the job was cancelled meanwhile).
-    private let body: @Sendable (PythonContext, PoolJob) -> (failedCalls: Int, report: @Sendable () -> Void)
+    /// report the result (a no-op if the job was cancelled meanwhile). Dropped once it ran, so
+    /// a job that is still referenced (by a `PoolTask`) does not keep its inputs alive. Safe
+    /// without a lock: only `run` reads and clears it, once, on the worker's thread.
+    nonisolated(unsafe) private var body: (@Sendable (PythonContext, PoolJob) -> (failedCalls: Int, report: @Sendable () -> Void))?
     private let fail: @Sendable (any Error) -> Void
     /// The worker running this job, once dispatched (guarded by the pool's lock; read after a
     /// state transition that follows the dispatch).
@@ -62,7 +64,11 @@ final class PoolJob: Sendable {
 
     /// Runs the body on the worker's thread. The caller reports the result after its own
     /// bookkeeping, so counters are up to date by the time the submitter sees the result.
-    func run(_ context: PythonContext) -> (failedCalls: Int, report: @Sendable () -> Void) { body(context, self) }
+    func run(_ context: PythonContext) -> (failedCalls: Int, report: @Sendable () -> Void) {
+        guard let body else { return (0, {}) }
+        self.body = nil
+        return body(context, self)
+    }
 
     /// running → finished; false if the job was cancelled while it ran (its result is dropped).
     private func finish() -> Bool {

@@ -295,7 +295,18 @@ public final class PythonContext {
             guard let object = cpy_PyTuple_GetItem(description, i), cpy_type(object) == cpy_unicode_type() else { return nil }
             return string(object)
         }
-        let python = PythonException(typeName: item(0) ?? "Exception", message: item(1) ?? "", traceback: item(2) ?? "")
+        var frames: [PythonException.Frame] = []
+        if let list = cpy_PyTuple_GetItem(description, 4), cpy_type(list) == cpy_list_type() {
+            for i in 0..<cpy_PyList_Size(list) {
+                guard let frame = cpy_PyList_GetItem(list, i), cpy_type(frame) == cpy_tuple_type(),
+                    let file = cpy_PyTuple_GetItem(frame, 0).flatMap(string), let line = cpy_PyTuple_GetItem(frame, 1),
+                    let function = cpy_PyTuple_GetItem(frame, 2).flatMap(string)
+                else { continue }
+                frames.append(PythonException.Frame(filename: file, line: cpy_PyLong_AsLong(line), function: function))
+            }
+        }
+        cpy_PyErr_Clear()
+        let python = PythonException(typeName: item(0) ?? "Exception", message: item(1) ?? "", traceback: item(2) ?? "", frames: frames)
         return .raised(python, incompatibleModule: item(3))
     }
 
