@@ -59,12 +59,17 @@ import Testing
         let helper = try await Interpreter()
         try await helper.prepareMain(["bootstrap": .string(Bootstrap.source)])
         try await helper.exec("""
-            import _interpreters
+            try:
+                import _interpreters                      # 3.13
+                create = lambda: _interpreters.create("isolated")
+            except ImportError:
+                import _xxsubinterpreters as _interpreters  # 3.12
+                create = lambda: _interpreters.create(isolated=True)
             def rss():
                 with open("/proc/self/statm") as f:
                     return int(f.read().split()[1]) * 4096
             def cycle():
-                i = _interpreters.create("isolated")
+                i = create()
                 _interpreters.run_string(i, "\\n".join([bootstrap, "subinterp._install_line_writers()", "len('abc')", "subinterp._before_end()"]))
                 _interpreters.destroy(i)
             def churn(count):

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import Testing
 
@@ -14,27 +13,22 @@ import Testing
         #expect(try PythonRuntime.start() === runtime)
     }
 
-    /// Starting Python blocks threads of its own, never the concurrency pool's: with more starts
-    /// in flight than the pool has threads, a task on the pool still runs (and releases them).
+    /// Starting Python blocks threads of its own, never the concurrency pool's: more starts
+    /// than the pool has threads all block at the same moment (each waits at a barrier for all
+    /// the others), which blocking on pool threads could never do.
     @Test func startingPythonDoesNotBlockTheConcurrencyPool() async throws {
         #expect(try await PythonRuntime.start() === PythonRuntime.current)
-        let gate = DispatchSemaphore(value: 0)
         let count = SystemInfo.cpuCount * 4
-        let finished = try await withFailureTimeout(.seconds(30), "starts waiting on a task of the pool") {
-            try await withThrowingTaskGroup(of: Int.self) { group in
-                for index in 0..<count {
-                    group.addTask { try await PythonRuntime.onOwnThread { gate.wait(); return index } }
-                }
-                group.addTask {
-                    for _ in 0..<count { gate.signal() }
-                    return -1
-                }
-                var done = 0
-                for try await _ in group { done += 1 }
-                return done
+        let barrier = Barrier(count)
+        let met = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<count {
+                group.addTask { try await PythonRuntime.onOwnThread { barrier.arriveAndWait(limit: 30) } }
             }
+            var met = 0
+            for try await arrived in group where arrived { met += 1 }
+            return met
         }
-        #expect(finished == count + 1)
+        #expect(met == count, "only \(met) of \(count) blocking starts ran at once")
     }
 
     @Test func aSecondPythonInOneProcessIsRefused() throws {
@@ -122,5 +116,27 @@ import Testing
         let found = try PythonInstallation.find(explicit: directory.path)
         #expect(found.virtualEnvironment == directory.standardizedFileURL.path)
         #expect(found.library == base.library)
+    }
+}
+
+/// Threads wait until `count` of them arrived (or a limit in seconds passes: then false).
+final class Barrier: @unchecked Sendable {
+    // Safe: `arrived` is guarded by `condition`. NSCondition: the threads must block.
+    private let condition = NSCondition()
+    private let count: Int
+    private var arrived = 0
+
+    init(_ count: Int) { self.count = count }
+
+    func arriveAndWait(limit: Double) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        arrived += 1
+        condition.broadcast()
+        let deadline = Date(timeIntervalSinceNow: limit)
+        while arrived < count {
+            if !condition.wait(until: deadline) { return arrived >= count }
+        }
+        return true
     }
 }

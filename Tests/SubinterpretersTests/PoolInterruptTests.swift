@@ -104,11 +104,13 @@ import Testing
 
     /// A replacement that fails is retried; when it succeeds the queued work runs.
     @Test func aFailedReplacementIsRetried() async throws {
-        let (flag, attempts, pool) = try await Self.poolWhoseReplacementsFail()
-        _ = try await pool.call("len", "first")  // the worker retires after this call
+        let (flag, attempts, pool) = try await Self.poolWhoseReplacementsFail(refusals: 2)
+        defer { try? FileManager.default.removeItem(atPath: flag) }
+        let first = try pool.submit("len", arguments: ["first"])  // the worker retires after this call
+        let queued = try pool.submit("len", arguments: ["queued"])  // waits for a replacement
+        #expect(try await first.value == 5)
         #expect(try await attempts.get(timeout: .seconds(30)) == "refused")
-        let queued = try pool.submit("len", arguments: ["queued"])
-        try FileManager.default.removeItem(atPath: flag)
+        #expect(try await attempts.get(timeout: .seconds(30)) == "refused")
         let value = try await withFailureTimeout(.seconds(30), "the queued call") { try await queued.value }
         #expect(value == 6)
         await pool.shutdown()
@@ -117,11 +119,11 @@ import Testing
     /// A pool that cannot get any worker back fails: queued work fails with the reason, new
     /// work is refused with it, and shutdown returns instead of waiting forever.
     @Test func aPoolThatCannotReplaceItsLastWorkerFails() async throws {
-        let (flag, attempts, pool) = try await Self.poolWhoseReplacementsFail()
+        let (flag, _, pool) = try await Self.poolWhoseReplacementsFail(refusals: nil)
         defer { try? FileManager.default.removeItem(atPath: flag) }
-        _ = try await pool.call("len", "first")
-        #expect(try await attempts.get(timeout: .seconds(30)) == "refused")
+        let first = try pool.submit("len", arguments: ["first"])
         let queued = try pool.submit("len", arguments: ["queued"])
+        #expect(try await first.value == 5)
         let failure = try await withFailureTimeout(.seconds(60), "the queued call") {
             await #expect(throws: SubinterpreterError.self) { try await queued.value }
         }
@@ -134,15 +136,21 @@ import Testing
     }
 
     /// A one-worker pool whose worker retires after every call, and whose setup refuses to run
-    /// (saying so on a queue) while a flag file exists.
-    static func poolWhoseReplacementsFail() async throws -> (flag: String, attempts: PythonQueue, pool: InterpreterPool) {
+    /// (saying so on a queue) while a flag file exists: the first `refusals` times (counted in
+    /// the file), or always if nil.
+    static func poolWhoseReplacementsFail(refusals: Int?) async throws -> (flag: String, attempts: PythonQueue, pool: InterpreterPool) {
         let flag = FileManager.default.temporaryDirectory.appendingPathComponent(uniqueName("refuse")).path
         let name = uniqueName("attempts")
         let pool = try await InterpreterPool(configuration: .init(workers: 1, setup: """
             import os, subinterp
             if os.path.exists(\(PythonValue.string(flag))):
-                subinterp.queue(\(PythonValue.string(name))).put("refused")
-                raise RuntimeError("this replacement is refused")
+                with open(\(PythonValue.string(flag))) as file:
+                    refused = len(file.read())
+                if refused < \(refusals ?? Int.max):
+                    with open(\(PythonValue.string(flag)), "a") as file:
+                        file.write("x")
+                    subinterp.queue(\(PythonValue.string(name))).put("refused")
+                    raise RuntimeError("this replacement is refused")
             """, maxTasksPerWorker: 1))
         _ = FileManager.default.createFile(atPath: flag, contents: nil)
         return (flag, PythonQueue.named(name), pool)

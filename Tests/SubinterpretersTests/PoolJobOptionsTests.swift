@@ -130,10 +130,14 @@ import Testing
             def stubborn(stop, started):
                 # A retry loop that catches BaseException. (CPython raises an interrupt that
                 # arrives at a loop's backward jump outside every try of the loop, so the call
-                # inside the try is what makes this one swallow them reliably.)
-                started.put("swallowing")
+                # inside the try is what makes this one swallow them reliably; the signal is
+                # inside the try too, in case the first interrupt comes that early.)
+                signalled = False
                 while not stop.view[0]:
                     try:
+                        if not signalled:
+                            signalled = True
+                            started.put("swallowing")
                         time.sleep(0.005)
                     except BaseException:
                         pass
@@ -141,7 +145,7 @@ import Testing
         configuration.interruptGrace = .milliseconds(600)
         let held = try await HeldPool(configuration, logger: log)
         let stop = SharedBuffer(size: 1)
-        let stubborn = try held.pool.submit(options: .init(timeout: .milliseconds(100), label: "request 17")) { context in
+        let stubborn = try held.pool.submit(options: .init(timeout: .milliseconds(100), timeoutStart: .start, label: "request 17")) { context in
             try context.resolve("stubborn").call(.buffer(stop), .queue(held.started)).value
         }
         #expect(try await held.started.get(timeout: .seconds(30)) == "swallowing")

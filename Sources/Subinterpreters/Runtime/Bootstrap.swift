@@ -15,7 +15,10 @@ import subinterp
 # with _datetime: it needs the C datetime's capsule, and refused, zoneinfo falls back to Python.
 _UNSAFE_EXTENSIONS = (
     frozenset({"_datetime", "_zoneinfo"}) if sys.version_info >= (3, 13)
-    else frozenset({"_datetime", "_zoneinfo", "_decimal", "_ctypes", "pyexpat", "_elementtree"}))
+    else frozenset({"_datetime", "_zoneinfo", "_decimal", "_ctypes", "pyexpat", "_elementtree",
+                    # CPython's own test module: its init frees global state a second time
+                    # (double free) when an interpreter runs it before refusing it.
+                    "_testsinglephase"}))
 
 class _RefuseUnsafeExtensions:
     @staticmethod
