@@ -76,6 +76,7 @@ let package = Package(
             name: "SubinterpretersTests",
             dependencies: [
                 "Subinterpreters", "SubinterpServer", "subinterp", .product(name: "BigInt", package: "BigInt"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

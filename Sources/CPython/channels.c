@@ -20,6 +20,13 @@ struct cpy_item {
     unsigned char data[];
 };
 
+struct cpy_waiter {
+    struct cpy_waiter *next;
+    cpy_item *item;  // for a put: the item waiting for room
+    cpy_waiter_done done;
+    void *context;
+};
+
 struct cpy_queue {
     atomic_long refs;
     int64_t id;
@@ -31,6 +38,11 @@ struct cpy_queue {
     cpy_item *tail;
     Py_ssize_t count;
     atomic_long available;  // `count`, readable without the lock (for the spin before waiting)
+    // Registered waits (no thread sits in them), oldest first. Getters wait only while the
+    // queue is empty: a put hands its item straight to the first one. Putters wait only while
+    // it is full: a get moves the first one's item in.
+    cpy_waiter *getters;
+    cpy_waiter *putters;
 };
 
 struct cpy_buffer {
@@ -163,11 +175,17 @@ static void cpy_deadline(struct timespec *deadline, double timeout) {
 // waiter reads the flags while holding its queue's lock; a waker sets a flag, then broadcasts
 // under that lock, so the wake-up cannot be missed. States are never freed (a few bytes per
 // thread that ever waited), so a waiter can keep a pointer to its own without a lock.
+//
+// `waiting_on` is read and written under the state's `lock`, and a waker takes a reference to
+// the queue before it lets go of that lock. Without both, a waker could read the pointer, the
+// waiter return and drop the last reference (`subinterp.Queue().get()` holds its queue only
+// for the call), and the waker lock a freed queue.
 typedef struct cpy_wait_state {
     unsigned long thread;
     atomic_int cancel;
     atomic_int closing;
-    _Atomic(cpy_queue *) waiting_on;
+    pthread_mutex_t lock;
+    cpy_queue *waiting_on;  // guarded by `lock`; set only while the waiter holds a reference
     struct cpy_wait_state *next;
 } cpy_wait_state;
 
@@ -180,6 +198,7 @@ static cpy_wait_state *cpy_wait_state_for(unsigned long thread) {
     while (state != NULL && state->thread != thread) state = state->next;
     if (state == NULL && (state = calloc(1, sizeof *state)) != NULL) {
         state->thread = thread;
+        pthread_mutex_init(&state->lock, NULL);
         state->next = cpy_wait_states;
         cpy_wait_states = state;
     }
@@ -187,9 +206,23 @@ static cpy_wait_state *cpy_wait_state_for(unsigned long thread) {
     return state;
 }
 
+static void cpy_set_waiting_on(cpy_wait_state *state, cpy_queue *queue) {
+    if (state == NULL) return;
+    pthread_mutex_lock(&state->lock);
+    state->waiting_on = queue;
+    pthread_mutex_unlock(&state->lock);
+}
+
+static void cpy_queue_wake_all(cpy_queue *queue);
+
 static void cpy_wake(cpy_wait_state *state) {
-    cpy_queue *queue = atomic_load(&state->waiting_on);
-    if (queue != NULL) cpy_queue_wake_all(queue);
+    pthread_mutex_lock(&state->lock);
+    cpy_queue *queue = state->waiting_on;
+    if (queue != NULL) cpy_queue_retain(queue);
+    pthread_mutex_unlock(&state->lock);
+    if (queue == NULL) return;
+    cpy_queue_wake_all(queue);
+    cpy_queue_release(queue);
 }
 
 void cpy_thread_cancel_wait(unsigned long thread) {
@@ -211,17 +244,8 @@ void cpy_thread_closing(unsigned long thread, int closing) {
     if (closing) cpy_wake(state);
 }
 
-struct cpy_cancel {
-    atomic_int set;
-};
-
-cpy_cancel *cpy_cancel_create(void) { return calloc(1, sizeof(cpy_cancel)); }
-void cpy_cancel_free(cpy_cancel *cancel) { free(cancel); }
-void cpy_cancel_set(cpy_cancel *cancel) { atomic_store(&cancel->set, 1); }
-
 /// Why a wait must end: 0 (it need not), CPY_WAIT_CANCELLED (consumed) or CPY_WAIT_CLOSING.
-static int cpy_wait_check(cpy_wait_state *state, const cpy_cancel *cancel) {
-    if (cancel != NULL && atomic_load(&((cpy_cancel *)cancel)->set)) return CPY_WAIT_CANCELLED;
+static int cpy_wait_check(cpy_wait_state *state) {
     if (state == NULL) return 0;
     if (atomic_load(&state->closing)) return CPY_WAIT_CLOSING;
     if (atomic_exchange(&state->cancel, 0)) return CPY_WAIT_CANCELLED;
@@ -245,12 +269,70 @@ static void cpy_spin_until(atomic_long *counter, long at_least) {
     }
 }
 
-int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, unsigned long thread,
-                  const cpy_cancel *cancel) {
+/// Appends an item; the queue is locked. Hands it to the first registered getter instead, if
+/// there is one: then returns that getter, to be completed once the lock is released.
+static cpy_waiter *cpy_append_locked(cpy_queue *queue, cpy_item *item) {
     item->next = NULL;
+    cpy_waiter *getter = queue->getters;
+    if (getter != NULL) {
+        queue->getters = getter->next;
+        getter->next = NULL;
+        getter->item = item;
+        return getter;
+    }
+    if (queue->tail) queue->tail->next = item;
+    else queue->head = item;
+    queue->tail = item;
+    queue->count++;
+    atomic_store(&queue->available, queue->count);
+    pthread_cond_signal(&queue->not_empty);
+    return NULL;
+}
+
+/// Takes the oldest item; the queue is locked and not empty. Moves a registered putter's item
+/// into the room this makes, if there is one: then returns that putter, to be completed once
+/// the lock is released.
+static cpy_item *cpy_take_locked(cpy_queue *queue, cpy_waiter **completed) {
+    cpy_item *item = queue->head;
+    queue->head = item->next;
+    if (queue->head == NULL) queue->tail = NULL;
+    item->next = NULL;
+    queue->count--;
+    *completed = NULL;
+    cpy_waiter *putter = queue->putters;
+    if (putter != NULL) {
+        queue->putters = putter->next;
+        putter->next = NULL;
+        cpy_item *moved = putter->item;
+        putter->item = NULL;
+        moved->next = NULL;
+        if (queue->tail) queue->tail->next = moved;
+        else queue->head = moved;
+        queue->tail = moved;
+        queue->count++;
+        *completed = putter;
+    } else if (queue->maxsize > 0) {
+        pthread_cond_signal(&queue->not_full);
+    }
+    atomic_store(&queue->available, queue->count);
+    return item;
+}
+
+/// Calls a completed waiter's callback. The waiter's fields are read before the call: once
+/// `done` runs, its owner may free it.
+static void cpy_complete(cpy_waiter *waiter) {
+    if (waiter == NULL) return;
+    cpy_waiter_done done = waiter->done;
+    void *context = waiter->context;
+    cpy_item *item = waiter->item;
+    waiter->item = NULL;
+    done(context, item);
+}
+
+int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, unsigned long thread) {
     int result = 0;
     cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;
-    if (state != NULL) atomic_store(&state->waiting_on, queue);
+    cpy_set_waiting_on(state, queue);
     struct timespec deadline;
     if (timeout >= 0) cpy_deadline(&deadline, timeout);
     pthread_mutex_lock(&queue->lock);
@@ -259,7 +341,7 @@ int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, u
             result = CPY_WAIT_TIMEOUT;
             break;
         }
-        if ((result = cpy_wait_check(state, cancel)) != 0) break;
+        if ((result = cpy_wait_check(state)) != 0) break;
         int waited = timeout >= 0 ? pthread_cond_timedwait(&queue->not_full, &queue->lock, &deadline)
                                   : pthread_cond_wait(&queue->not_full, &queue->lock);
         if (waited == ETIMEDOUT && queue->count >= queue->maxsize) {
@@ -267,25 +349,18 @@ int cpy_queue_put(cpy_queue *queue, cpy_item *item, int block, double timeout, u
             break;
         }
     }
-    if (result == 0) {
-        if (queue->tail) queue->tail->next = item;
-        else queue->head = item;
-        queue->tail = item;
-        queue->count++;
-        atomic_store(&queue->available, queue->count);
-        pthread_cond_signal(&queue->not_empty);
-    }
+    cpy_waiter *getter = result == 0 ? cpy_append_locked(queue, item) : NULL;
     pthread_mutex_unlock(&queue->lock);
-    if (state != NULL) atomic_store(&state->waiting_on, NULL);
+    cpy_set_waiting_on(state, NULL);
+    cpy_complete(getter);
     return result;
 }
 
-int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, unsigned long thread,
-                  const cpy_cancel *cancel) {
+int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, unsigned long thread) {
     *item = NULL;
     int result = 0;
     cpy_wait_state *state = block && thread != 0 ? cpy_wait_state_for(thread) : NULL;
-    if (state != NULL) atomic_store(&state->waiting_on, queue);
+    cpy_set_waiting_on(state, queue);
     struct timespec deadline;
     if (timeout >= 0) cpy_deadline(&deadline, timeout);
     if (block) cpy_spin_until(&queue->available, 1);
@@ -295,7 +370,7 @@ int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, 
             result = CPY_WAIT_TIMEOUT;
             break;
         }
-        if ((result = cpy_wait_check(state, cancel)) != 0) break;
+        if ((result = cpy_wait_check(state)) != 0) break;
         int waited = timeout >= 0 ? pthread_cond_timedwait(&queue->not_empty, &queue->lock, &deadline)
                                   : pthread_cond_wait(&queue->not_empty, &queue->lock);
         if (waited == ETIMEDOUT && queue->head == NULL) {
@@ -303,24 +378,99 @@ int cpy_queue_get(cpy_queue *queue, cpy_item **item, int block, double timeout, 
             break;
         }
     }
-    if (result == 0) {
-        *item = queue->head;
-        queue->head = queue->head->next;
-        if (queue->head == NULL) queue->tail = NULL;
-        queue->count--;
-        atomic_store(&queue->available, queue->count);
-        if (queue->maxsize > 0) pthread_cond_signal(&queue->not_full);
-    }
+    cpy_waiter *putter = NULL;
+    if (result == 0) *item = cpy_take_locked(queue, &putter);
     pthread_mutex_unlock(&queue->lock);
-    if (state != NULL) atomic_store(&state->waiting_on, NULL);
+    cpy_set_waiting_on(state, NULL);
+    cpy_complete(putter);
     return result;
 }
 
-void cpy_queue_wake_all(cpy_queue *queue) {
+static void cpy_queue_wake_all(cpy_queue *queue) {
     pthread_mutex_lock(&queue->lock);
     pthread_cond_broadcast(&queue->not_empty);
     pthread_cond_broadcast(&queue->not_full);
     pthread_mutex_unlock(&queue->lock);
+}
+
+// MARK: - Registered waits (no thread waits)
+
+cpy_waiter *cpy_waiter_create(cpy_waiter_done done, void *context) {
+    cpy_waiter *waiter = calloc(1, sizeof *waiter);
+    if (waiter == NULL) return NULL;
+    waiter->done = done;
+    waiter->context = context;
+    return waiter;
+}
+
+void cpy_waiter_free(cpy_waiter *waiter) { free(waiter); }
+
+static void cpy_enlist(cpy_waiter **list, cpy_waiter *waiter) {
+    waiter->next = NULL;
+    while (*list != NULL) list = &(*list)->next;
+    *list = waiter;
+}
+
+int cpy_queue_get_async(cpy_queue *queue, cpy_item **item, cpy_waiter *waiter) {
+    *item = NULL;
+    cpy_waiter *putter = NULL;
+    pthread_mutex_lock(&queue->lock);
+    if (queue->head != NULL) {
+        *item = cpy_take_locked(queue, &putter);
+    } else {
+        cpy_enlist(&queue->getters, waiter);
+    }
+    pthread_mutex_unlock(&queue->lock);
+    cpy_complete(putter);
+    return *item != NULL ? 0 : CPY_WAIT_PENDING;
+}
+
+int cpy_queue_put_async(cpy_queue *queue, cpy_item *item, cpy_waiter *waiter) {
+    int result = 0;
+    cpy_waiter *getter = NULL;
+    pthread_mutex_lock(&queue->lock);
+    if (queue->maxsize > 0 && queue->count >= queue->maxsize) {
+        waiter->item = item;
+        cpy_enlist(&queue->putters, waiter);
+        result = CPY_WAIT_PENDING;
+    } else {
+        getter = cpy_append_locked(queue, item);
+    }
+    pthread_mutex_unlock(&queue->lock);
+    cpy_complete(getter);
+    return result;
+}
+
+Py_ssize_t cpy_queue_registered_waits(cpy_queue *queue) {
+    Py_ssize_t count = 0;
+    pthread_mutex_lock(&queue->lock);
+    for (cpy_waiter *waiter = queue->getters; waiter != NULL; waiter = waiter->next) count++;
+    for (cpy_waiter *waiter = queue->putters; waiter != NULL; waiter = waiter->next) count++;
+    pthread_mutex_unlock(&queue->lock);
+    return count;
+}
+
+int cpy_queue_withdraw(cpy_queue *queue, cpy_waiter *waiter, cpy_item **item) {
+    if (item != NULL) *item = NULL;
+    int found = 0;
+    pthread_mutex_lock(&queue->lock);
+    cpy_waiter **lists[2] = {&queue->getters, &queue->putters};
+    for (int i = 0; i < 2 && !found; i++) {
+        for (cpy_waiter **link = lists[i]; *link != NULL; link = &(*link)->next) {
+            if (*link == waiter) {
+                *link = waiter->next;
+                waiter->next = NULL;
+                found = 1;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&queue->lock);
+    if (found && item != NULL) {
+        *item = waiter->item;
+        waiter->item = NULL;
+    }
+    return found;
 }
 
 // MARK: - Named queues
@@ -416,18 +566,18 @@ static size_t cpy_item_release_value(const unsigned char *data, size_t size) {
     case 'N': case 'T': case 'F':
         return 1;
     case 'i': case 'f':
-        return 9;
+        return size < 9 ? 0 : 9;
     case 's': case 'b': case 'p': case 'I':
         if (size < 9) return 0;
         memcpy(&length, data + 1, 8);
-        return 9 + length;
+        return length > size - 9 ? 0 : 9 + length;
     case 'Q': case 'B': {
-        if (size < 9) return 0;
+        if (size < 1 + sizeof(void *)) return 0;
         void *pointer;
         memcpy(&pointer, data + 1, sizeof pointer);
         if (tag == 'Q') cpy_queue_release(pointer);
         else cpy_buffer_release(pointer);
-        return 9;
+        return 1 + sizeof pointer;
     }
     case 'l': case 't': case 'd': {
         if (size < 9) return 0;
@@ -448,8 +598,10 @@ static size_t cpy_item_release_value(const unsigned char *data, size_t size) {
 
 void cpy_item_free(cpy_item *item) {
     if (item == NULL) return;
-    cpy_item_release_value(item->data, item->size);
+    // Every value in the item, not just the first: a corrupt item with bytes after its value
+    // still releases the handles in them.
+    for (size_t offset = 0, used; offset < item->size; offset += used) {
+        if ((used = cpy_item_release_value(item->data + offset, item->size - offset)) == 0) break;
+    }
     free(item);
 }
-
-void cpy_item_free_decoded(cpy_item *item) { free(item); }

@@ -152,33 +152,32 @@ static int cpy_encode_value(cpy_module_state *state, PyObject *module, cpy_write
         if (cpy_PyBytes_AsStringAndSize(object, &data, &length) < 0) return -1;
         return cpy_put(writer, 'b', data, (size_t)length, 1);
     }
-    if (type == cpy_list_type() || type == cpy_tuple_type()) {
-        int is_list = type == cpy_list_type();
-        Py_ssize_t count = is_list ? cpy_PyList_Size(object) : cpy_PyTuple_Size(object);
+    if (type == cpy_list_type() || type == cpy_tuple_type() || type == cpy_dict_type()) {
+        // Pickling an element runs Python code that may change or free this container: write a
+        // snapshot that holds a reference to every element (ENCODING.md, "Snapshots"). A tuple
+        // cannot change, and whoever passed it holds it.
+        unsigned char tag = type == cpy_list_type() ? 'l' : type == cpy_tuple_type() ? 't' : 'd';
+        PyObject *snapshot = tag == 'l' ? cpy_PyList_AsTuple(object) : tag == 'd' ? cpy_PyDict_Items(object) : object;
+        if (snapshot == NULL) return -1;
+        Py_ssize_t count = tag == 'd' ? cpy_PyList_Size(snapshot) : cpy_PyTuple_Size(snapshot);
         uint64_t n = (uint64_t)count;
-        if (cpy_reserve(writer, 9) < 0) return -1;
-        writer->data[writer->size++] = is_list ? 'l' : 't';
-        memcpy(writer->data + writer->size, &n, 8);
-        writer->size += 8;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            PyObject *item = is_list ? cpy_PyList_GetItem(object, i) : cpy_PyTuple_GetItem(object, i);
-            if (item == NULL || cpy_encode_value(state, module, writer, item, depth + 1) < 0) return -1;
+        int result = cpy_reserve(writer, 9);
+        if (result == 0) {
+            writer->data[writer->size++] = tag;
+            memcpy(writer->data + writer->size, &n, 8);
+            writer->size += 8;
         }
-        return 0;
-    }
-    if (type == cpy_dict_type()) {
-        uint64_t n = (uint64_t)cpy_PyDict_Size(object);
-        if (cpy_reserve(writer, 9) < 0) return -1;
-        writer->data[writer->size++] = 'd';
-        memcpy(writer->data + writer->size, &n, 8);
-        writer->size += 8;
-        Py_ssize_t position = 0;
-        PyObject *key, *value;
-        while (cpy_PyDict_Next(object, &position, &key, &value)) {
-            if (cpy_encode_value(state, module, writer, key, depth + 1) < 0) return -1;
-            if (cpy_encode_value(state, module, writer, value, depth + 1) < 0) return -1;
+        for (Py_ssize_t i = 0; result == 0 && i < count; i++) {
+            if (tag == 'd') {
+                PyObject *pair = cpy_PyList_GetItem(snapshot, i);  // a (key, value) tuple only we hold
+                result = cpy_encode_value(state, module, writer, cpy_PyTuple_GetItem(pair, 0), depth + 1);
+                if (result == 0) result = cpy_encode_value(state, module, writer, cpy_PyTuple_GetItem(pair, 1), depth + 1);
+            } else {
+                result = cpy_encode_value(state, module, writer, cpy_PyTuple_GetItem(snapshot, i), depth + 1);
+            }
         }
-        return 0;
+        if (snapshot != object) cpy_decref(snapshot);
+        return result;
     }
     if (type == state->queue_type) {
         cpy_queue *queue = ((cpy_queue_object *)object)->queue;
@@ -248,20 +247,29 @@ static PyObject *cpy_decode_value(cpy_module_state *state, PyObject *module, cpy
         return cpy_PyFloat_FromDouble(value);
     }
     case 'I': case 's': case 'b': case 'p': {
-        if (cpy_read_length(reader, &length) < 0 || reader->offset + length > reader->size) goto corrupt;
+        if (cpy_read_length(reader, &length) < 0 || length > reader->size - reader->offset) goto corrupt;
         const char *bytes = (const char *)reader->data + reader->offset;
         reader->offset += length;
         if (tag == 's') return cpy_PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)length, "surrogatepass");
         if (tag == 'b') return cpy_PyBytes_FromStringAndSize(bytes, (Py_ssize_t)length);
         if (tag == 'I') {
+            int negative = length > 0 && bytes[0] == '-';
+            size_t prefix = negative ? 3 : 2;
+            if (length <= prefix || bytes[prefix - 2] != '0' || bytes[prefix - 1] != 'x') goto corrupt;
             char *text = malloc(length + 1);
             if (text == NULL) goto corrupt;
             memcpy(text, bytes, length);
             text[length] = 0;
-            int negative = text[0] == '-';
-            PyObject *value = cpy_PyLong_FromString(text + (negative ? 3 : 2), NULL, 16);
+            char *end = NULL;
+            PyObject *value = cpy_PyLong_FromString(text + prefix, &end, 16);
+            int complete = end == text + length;
             free(text);
-            if (value != NULL && negative) {
+            if (value == NULL) goto corrupt;
+            if (!complete) {
+                cpy_decref(value);
+                goto corrupt;
+            }
+            if (negative) {
                 PyObject *negated = cpy_PyNumber_Negative(value);
                 cpy_decref(value);
                 value = negated;
@@ -278,15 +286,21 @@ static PyObject *cpy_decode_value(cpy_module_state *state, PyObject *module, cpy
         return value;
     }
     case 'Q': case 'B': {
-        if (reader->offset + sizeof(void *) > reader->size) goto corrupt;
+        if (sizeof(void *) > reader->size - reader->offset) goto corrupt;
         void *pointer;
         memcpy(&pointer, reader->data + reader->offset, sizeof pointer);
         reader->offset += sizeof pointer;
-        // The item's reference moves to the new object.
-        return tag == 'Q' ? cpy_wrap_queue(state, pointer) : cpy_wrap_buffer(state, pointer);
+        // A reference of the new object's own: the item keeps its reference until it is freed.
+        if (tag == 'Q') {
+            cpy_queue_retain(pointer);
+            return cpy_wrap_queue(state, pointer);
+        }
+        cpy_buffer_retain(pointer);
+        return cpy_wrap_buffer(state, pointer);
     }
     case 'l': case 't': {
-        if (cpy_read_length(reader, &length) < 0) goto corrupt;
+        // Each element takes at least one byte: a count past the end is corrupt, not a huge allocation.
+        if (cpy_read_length(reader, &length) < 0 || length > reader->size - reader->offset) goto corrupt;
         PyObject *sequence = tag == 'l' ? cpy_PyList_New((Py_ssize_t)length) : cpy_PyTuple_New((Py_ssize_t)length);
         if (sequence == NULL) return NULL;
         for (uint64_t i = 0; i < length; i++) {
@@ -301,7 +315,7 @@ static PyObject *cpy_decode_value(cpy_module_state *state, PyObject *module, cpy
         return sequence;
     }
     case 'd': {
-        if (cpy_read_length(reader, &length) < 0) goto corrupt;
+        if (cpy_read_length(reader, &length) < 0 || length > (reader->size - reader->offset) / 2) goto corrupt;
         PyObject *dict = cpy_PyDict_New();
         if (dict == NULL) return NULL;
         for (uint64_t i = 0; i < length; i++) {
@@ -326,13 +340,16 @@ corrupt:
 }
 
 PyObject *cpy_decode(cpy_module_state *state, PyObject *module, cpy_item *item) {
-    // Decoding hands each handle in the item to a new object, so the item must not release
-    // them again. On failure part-way, the handles not yet decoded leak rather than risk a
-    // double release; items are produced by this code and Swift's encoder, so that is only
-    // possible when memory runs out.
+    // Decoded objects take references of their own, so the item is freed the same way whether
+    // decoding succeeds or fails part-way, and nothing leaks (ENCODING.md, "Handles").
     cpy_reader reader = {cpy_item_data(item), cpy_item_size(item), 0};
     PyObject *value = cpy_decode_value(state, module, &reader);
-    cpy_item_free_decoded(item);
+    if (value != NULL && reader.offset != reader.size) {
+        cpy_decref(value);
+        value = NULL;
+        cpy_PyErr_SetString(cpy_exc_runtime_error(), "corrupt item in a subinterp queue (bytes after the value)");
+    }
+    cpy_item_free(item);
     return value;
 }
 
@@ -489,7 +506,7 @@ static PyObject *cpy_queue_put_impl(PyObject *self, PyObject *item_object, int b
     cpy_queue *queue = ((cpy_queue_object *)self)->queue;
     unsigned long thread = cpy_PyThread_get_thread_ident();
     PyThreadState *saved = cpy_PyEval_SaveThread();
-    int result = cpy_queue_put(queue, item, block, timeout, thread, NULL);
+    int result = cpy_queue_put(queue, item, block, timeout, thread);
     cpy_PyEval_RestoreThread(saved);
     if (result != 0) {
         cpy_item_free(item);
@@ -506,10 +523,10 @@ static PyObject *cpy_queue_get_impl(PyObject *self, int block, double timeout) {
     cpy_item *item = NULL;
     int result;
     // An item that is already there needs no GIL release.
-    if ((result = cpy_queue_get(queue, &item, 0, 0, 0, NULL)) != 0 && block) {
+    if ((result = cpy_queue_get(queue, &item, 0, 0, 0)) != 0 && block) {
         unsigned long thread = cpy_PyThread_get_thread_ident();
         PyThreadState *saved = cpy_PyEval_SaveThread();
-        result = cpy_queue_get(queue, &item, 1, timeout, thread, NULL);
+        result = cpy_queue_get(queue, &item, 1, timeout, thread);
         cpy_PyEval_RestoreThread(saved);
     }
     if (result != 0) {

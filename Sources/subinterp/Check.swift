@@ -20,7 +20,7 @@ struct Check: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let results = try await failing { try await ModuleCheck.run(modules, runtime: runtime) }
         let width = min(40, (results.map(\.module.count).max() ?? 0) + 2)
         for result in results {

@@ -7,18 +7,18 @@ struct Demo: AsyncParsableCommand {
         abstract: "Show what sub-interpreters buy: one CPU-bound job on 1 interpreter, on N interpreters, and on N threads of one interpreter.")
 
     @OptionGroup var python: PythonOptions
-    @Option(name: .shortAndLong, help: "Interpreters and threads to use (default: CPU count).") var workers: Int?
-    @Option(help: "How many fib() calls make up the job.") var tasks: Int = 64
-    @Option(help: "The argument of each fib() call.") var fib: Int = 27
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Interpreters and threads to use (default: CPU count).") var workers: Int?
+    @Option(parsing: .unconditional, help: "How many fib() calls make up the job.") var tasks: Int = 64
+    @Option(parsing: .unconditional, help: "The argument of each fib() call.") var fib: Int = 27
 
     func validate() throws {
-        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
-        if tasks < 1 { throw ValidationError("--tasks must be at least 1") }
+        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1" + (workers < 0 ? "; \(workers) is negative" : "")) }
+        if tasks < 1 { throw ValidationError("--tasks must be at least 1" + (tasks < 0 ? "; \(tasks) is negative" : "")) }
         if !(1...35).contains(fib) { throw ValidationError("--fib must be between 1 and 35") }
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let count = workers ?? SystemInfo.cpuCount
         printLine("Python \(runtime.version): \(tasks) × fib(\(fib)) in pure Python, \(count) workers, \(SystemInfo.cpuCount) CPUs")
         let report = try await failing {

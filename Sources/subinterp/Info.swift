@@ -9,7 +9,7 @@ struct Info: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let installation = runtime.installation
         let rows: [(String, String)] = [
             ("subinterp", SystemInfo.version),

@@ -13,17 +13,17 @@ struct Run: AsyncParsableCommand {
             """)
 
     @OptionGroup var python: PythonOptions
-    @Option(name: .short, help: "How many interpreters run the script.") var n: Int = 1
+    @Option(name: .short, parsing: .unconditional, help: "How many interpreters run the script.") var n: Int = 1
     @Argument(help: "The Python script.") var script: String
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.") var arguments: [String] = []
 
     func validate() throws {
-        if n < 1 { throw ValidationError("-n must be at least 1") }
+        if n < 1 { throw ValidationError(n < 0 ? "-n must be at least 1; \(n) is negative" : "-n must be at least 1") }
         if n > 1024 { throw ValidationError("-n must be at most 1024") }
     }
 
     func run() async throws {
-        let runtime = try python.start()
+        let runtime = try await python.runtime()
         let outcomes = try await failing {
             try await ScriptRunner.run(script: script, arguments: arguments, count: n, runtime: runtime)
         }

@@ -20,7 +20,15 @@ struct PythonOptions: ParsableArguments {
             valueName: "path"))
     var python: String?
 
-    /// Starts the runtime, or exits with one clear line.
+    /// Starts the runtime, or exits with one clear line. Finding, loading and initializing
+    /// Python happen on a thread of their own, not on a Swift concurrency thread.
+    func runtime() async throws -> PythonRuntime {
+        let explicit = python
+        return try await failing { try await PythonRuntime.start(explicit: explicit) }
+    }
+
+    /// Starts the runtime on the calling thread, or exits with one clear line. (For `serve`,
+    /// until it moves to `runtime()`.)
     func start() throws -> PythonRuntime {
         try failing { try PythonRuntime.start(PythonInstallation.find(explicit: python)) }
     }

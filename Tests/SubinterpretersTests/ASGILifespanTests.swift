@@ -126,7 +126,7 @@ import Testing
             def make_asgi():
                 return asgi_object
             """#)
-        let runtime = try PythonRuntime.start()
+        let runtime = try await PythonRuntime.start()
         let expected: [(String, AppInterface)] = [
             ("app:asgi_function", .asgi), ("app:asgi_object", .asgi), ("app:asgi_partial", .asgi), ("app:make_asgi()", .asgi),
             ("app:wsgi_function", .wsgi), ("app:wsgi_object", .wsgi), ("app:WSGIObject", .wsgi),

@@ -1,4 +1,7 @@
 import BigInt
+import CPython
+import Dispatch
+import Synchronization
 import Foundation
 import Testing
 
@@ -154,8 +157,11 @@ import Testing
 
     @Test func closingAnInterpreterBlockedInGetWakesIt() async throws {
         let interpreter = try await Interpreter()
-        let blocked = Task { try await interpreter.exec("import subinterp\nsubinterp.Queue().get()") }
-        try await Task.sleep(for: .milliseconds(100))
+        let started = PythonQueue()
+        try await interpreter.prepareMain(["started": .queue(started)])
+        let blocked = Task { try await interpreter.exec("import subinterp\nstarted.put('waiting')\nsubinterp.Queue().get()") }
+        // Closing ends the wait whether it has begun or is about to.
+        #expect(try await started.get(timeout: .seconds(30)) == "waiting")
         await interpreter.close()
         let error = await #expect(throws: SubinterpreterError.self) { try await blocked.value }
         #expect(error?.message.contains("closing") == true)
@@ -199,11 +205,90 @@ import Testing
     @Test func swiftWaitIsCancellable() async throws {
         let queue = PythonQueue()
         let waiter = Task { try await queue.get() }
-        try await Task.sleep(for: .milliseconds(50))
+        await waitUntil("the wait is registered") { queue.registeredWaits == 1 }
         waiter.cancel()
         let error = await #expect(throws: SubinterpreterError.self) { try await waiter.value }
         #expect(error?.code == .cancelled)
+        #expect(queue.registeredWaits == 0)
         #expect(try queue.putNowait("after"))
         #expect(try queue.getNowait() == "after")
+        // A task cancelled before it waits does not wait at all.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await queue.get()
+        }
+        await #expect(throws: SubinterpreterError.self) { try await early.value }
+    }
+
+    @Test func swiftPutWaitsForRoomAndTimesOut() async throws {
+        let queue = PythonQueue(maxsize: 1)
+        try await queue.put("first")
+        let blocked = Task { try await queue.put("second") }
+        await waitUntil("the put is registered") { queue.registeredWaits == 1 }
+        #expect(try await queue.get() == "first")  // makes room: the waiting put completes
+        try await blocked.value
+        #expect(try await queue.get() == "second")
+        try await queue.put("third")
+        let full = await #expect(throws: SubinterpreterError.self) { try await queue.put("fourth", timeout: .milliseconds(20)) }
+        #expect(full?.code == .timedOut)
+        #expect(queue.count == 1)
+        let empty = PythonQueue()
+        let timedOut = await #expect(throws: SubinterpreterError.self) { try await empty.get(timeout: .milliseconds(20)) }
+        #expect(timedOut?.code == .timedOut)
+        #expect(empty.registeredWaits == 0)
+    }
+
+    /// Swift waits hold no thread: many tasks can wait at once without the process growing a
+    /// thread for each, and Dispatch and the concurrency pool stay free. (Each wait used to
+    /// park a Dispatch thread; with enough of them, nothing else queued on Dispatch ran.)
+    @Test func manySwiftWaitersHoldNoThreads() async throws {
+        let queues = (0..<600).map { _ in PythonQueue() }
+        let before = threadCount()
+        let values = try await withThrowingTaskGroup(of: Int.self) { group in
+            for queue in queues {
+                group.addTask { try await queue.get(timeout: .seconds(120)).intValue ?? -1 }
+            }
+            await waitUntil("every wait is registered") { queues.allSatisfy { $0.registeredWaits == 1 } }
+            // Other tests start threads meanwhile; a thread per wait would be hundreds more.
+            #expect(threadCount() - before < 150, "\(threadCount() - before) threads for \(queues.count) waits")
+            let ran = try await withFailureTimeout(.seconds(30), "a block on Dispatch") {
+                await withCheckedContinuation { continuation in DispatchQueue.global().async { continuation.resume(returning: true) } }
+            }
+            #expect(ran == true)
+            for (index, queue) in queues.enumerated() { try await queue.put(PythonValue(index)) }
+            var values: [Int] = []
+            for try await value in group { values.append(value) }
+            return values
+        }
+        #expect(values.sorted() == Array(0..<queues.count))
+    }
+
+    /// Waking a waiter takes a reference to its queue first. The window: a waker (closing an
+    /// interpreter, or the pool interrupting a call) read the queue a thread waits on, the
+    /// waiter's wait ended and it dropped the last reference (`subinterp.Queue().get()` holds
+    /// its queue only for the call), and the waker locked the freed queue. Here one thread
+    /// makes, waits on and frees queues as fast as it can while another wakes it.
+    @Test func wakingAWaiterWhoseQueueIsBeingFreedIsSafe() async throws {
+        let thread = UInt.random(in: 1 << 40 ..< 1 << 41)  // an id no real thread has
+        final class Flag: Sendable { let value = Atomic<Bool>(false) }
+        let done = Flag()
+        async let waiter: Void = onThread {
+            for _ in 0..<20_000 {
+                let queue = cpy_queue_create(0)!
+                var item: OpaquePointer?
+                _ = cpy_queue_get(queue, &item, 1, 0.000_05, thread)
+                cpy_queue_release(queue)
+            }
+            done.value.store(true, ordering: .releasing)
+        }
+        async let waker: Void = onThread {
+            while !done.value.load(ordering: .acquiring) {
+                cpy_thread_cancel_wait(thread)
+                cpy_thread_closing(thread, 1)
+                cpy_thread_closing(thread, 0)
+            }
+        }
+        _ = await (waiter, waker)
+        cpy_thread_clear_cancel(thread)
     }
 }

@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Subinterpreters
@@ -15,7 +17,12 @@ struct CLI {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("subinterp")
     }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    /// Runs the executable to the end. `limit` is a failure bound: a process still running then
+    /// is killed and the test fails.
+    static func run(
+        _ arguments: [String], environment: [String: String] = [:], limit: Duration = .seconds(300),
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -29,8 +36,15 @@ struct CLI {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try FileHandle(forWritingTo: out)
         process.standardError = try FileHandle(forWritingTo: err)
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
-        process.waitUntilExit()
+        if exited.wait(timeout: .now() + limit.timeInterval) == .timedOut {
+            Issue.record("subinterp \(arguments.joined(separator: " ")) still ran after \(limit); killed it", sourceLocation: sourceLocation)
+            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+            exited.wait()
+        }
         return Result(
             status: process.terminationStatus,
             stdout: try String(contentsOf: out, encoding: .utf8),
@@ -115,6 +129,54 @@ struct CLI {
         #expect(try CLI.run(["run", path]).status == 3)
         let clean = try CLI.script("import sys\nsys.exit()")
         #expect(try CLI.run(["run", "-n", "2", clean]).status == 0)
+    }
+
+    /// A last line without its newline gets one, so the next copy's output starts a line of its own.
+    @Test func runNeverGluesAFinalPartialLineToAnotherCopysOutput() throws {
+        let path = try CLI.script("""
+            import subinterp, sys
+            i = subinterp.worker_index()
+            for n in range(50):
+                print(f"line-{i}-{n}")
+            sys.stdout.write(f"tail-without-newline-{i}")
+            """)
+        let result = try CLI.run(["run", "-n", "4", path])
+        #expect(result.status == 0)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.last == "")  // the output ends with a newline
+        for line in lines.dropLast() {
+            #expect(line.wholeMatch(of: /(line-\d-\d+|tail-without-newline-\d)/) != nil, "glued: \(line)")
+        }
+        #expect(lines.filter { $0.hasPrefix("tail-without-newline-") }.count == 4)
+    }
+
+    @Test func negativeNumbersAndBadPathsSayWhatIsWrong() throws {
+        let negative = try CLI.run(["run", "-n", "-1", "x.py"])
+        #expect(negative.status != 0)
+        #expect(negative.stderr.contains("-n must be at least 1; -1 is negative"))
+        #expect(negative.stderr.contains("Usage: subinterp run"))
+
+        let timeout = try CLI.run(["map", "m:f", "--timeout", "-1"])
+        #expect(timeout.stderr.contains("--timeout must be a positive number of seconds; -1 is negative"))
+        #expect(timeout.stderr.contains("Usage: subinterp map"))
+
+        let workers = try CLI.run(["demo", "--workers", "0"])
+        #expect(workers.stderr.contains("--workers must be at least 1"))
+        #expect(workers.stderr.contains("Usage: subinterp demo"))
+
+        let level = try CLI.run(["map", "m:f", "--log-level", "bogus"])
+        #expect(level.stderr.contains("--log-level must be one of"))
+        #expect(level.stderr.contains("Usage: subinterp map"))
+
+        let output = try CLI.run(["map", "json:dumps", "--input", "/dev/null", "--output", "/nonexistent/dir/out"])
+        #expect(output.status == 1)
+        #expect(output.stderr == "subinterp: cannot write --output /nonexistent/dir/out: no such directory: /nonexistent/dir\n")
+
+        let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("README.md").path
+        let python = try CLI.run(["info", "--python", readme])
+        #expect(python.status == 1)
+        #expect(python.stderr == "subinterp: --python: \(readme) is not a Python executable; name a python executable or a virtual environment\n")
     }
 
     @Test func badInputGetsOneClearLine() throws {
@@ -220,18 +282,129 @@ struct CLI {
         #expect(result.stdout == "3\n7\n")
         #expect(result.stderr.isEmpty)
 
-        try "0.01\n5\n".write(toFile: input, atomically: true, encoding: .utf8)
-        let slow = try CLI.run(["map", "time:sleep", "--timeout", "0.3", "--input", input])
+        try "0.01\n[2]\n".write(toFile: input, atomically: true, encoding: .utf8)
+        try "import time\ndef spin(x):\n    while True:\n        time.sleep(0.001)\n".write(
+            toFile: (directory as NSString).appendingPathComponent("spinmod.py"), atomically: true, encoding: .utf8)
+        let slow = try CLI.run(["map", "spinmod:spin", "--timeout", "0.3", "--input", input], environment: ["PYTHONPATH": directory])
         #expect(slow.status == 1)
         let lines = slow.stdout.split(separator: "\n")
-        #expect(lines.first == "null")
-        #expect(lines.last?.contains("\"type\":\"timed out\"") == true)
+        #expect(lines.count == 2)
+        for line in lines {
+            let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: [String: Any]]
+            #expect(record?["error"]?["type"] as? String == "TimeoutError")
+            #expect((record?["error"]?["message"] as? String)?.contains("--timeout 0.3 s") == true)
+        }
+    }
+
+    /// A load failure is one line: what failed to load, the exception, the user's own frame.
+    /// Never this tool's frames (`<setup>`, the per-line wrapper) or importlib's; the traceback,
+    /// filtered the same way, comes with `--log-level debug`. A failing `--setup` is blamed on it.
+    @Test func loadFailuresAreOneLineWithTheUsersFrameOnly() throws {
+        let directory = try moduleDirectory()
+        try "import json\nvalue = json.loads('{}')['missing']\n".write(
+            toFile: (directory as NSString).appendingPathComponent("broken.py"), atomically: true, encoding: .utf8)
+        let broken = try CLI.run(["map", "broken:f", "--input", "/dev/null"], environment: ["PYTHONPATH": directory])
+        #expect(broken.status == 1)
+        #expect(broken.stderr.hasPrefix("subinterp: cannot load broken:f: KeyError: 'missing' ("))
+        #expect(broken.stderr.contains("broken.py, line 2, in <module>)"))
+        #expect(broken.stderr.split(separator: "\n").count == 1)
+
+        let debug = try CLI.run(["map", "broken:f", "--input", "/dev/null", "--log-level", "debug"], environment: ["PYTHONPATH": directory])
+        #expect(debug.stderr.contains("Traceback (most recent call last):"))
+        #expect(debug.stderr.contains("broken.py\", line 2, in <module>"))
+        for hidden in ["<setup>", "<subinterp", "importlib", "_subinterp_map_line"] {
+            #expect(!debug.stderr.contains(hidden), "\(hidden) in \(debug.stderr)")
+        }
+
+        let setup = try CLI.run(["map", "mapmod:double", "--setup", "import math\nmath.sqrt(-1)", "--input", "/dev/null"],
+                                environment: ["PYTHONPATH": directory])
+        #expect(setup.status == 1)
+        #expect(setup.stderr == "subinterp: the --setup code failed: ValueError: math domain error (line 2 of --setup)\n")
+    }
+
+    @Test func errorRecordsShowTheUsersFramesOnly() throws {
+        let directory = try moduleDirectory()
+        let input = (directory as NSString).appendingPathComponent("in.jsonl")
+        try "3\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let result = try CLI.run(["map", "mapmod:double", "--input", input], environment: ["PYTHONPATH": directory])
+        let record = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: [String: Any]]
+        let traceback = try #require(record?["error"]?["traceback"] as? String)
+        #expect(traceback.contains("mapmod.py\", line 3, in double"))
+        for hidden in ["<setup>", "<subinterp", "_subinterp_map_line", "importlib"] {
+            #expect(!traceback.contains(hidden), "\(hidden) in \(traceback)")
+        }
+    }
+
+    /// Each result is written, and flushed, as soon as it and every earlier one are ready: the
+    /// test sends the next line only after reading the answer to the previous one.
+    @Test func mapStreamsEachResultAsItsLineArrives() async throws {
+        let directory = try moduleDirectory()
+        let process = Process()
+        process.executableURL = CLI.executable
+        process.arguments = ["map", "mapmod:double", "-j", "2"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["PYTHONPATH": directory]) { $1 }
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let lines = LineReaderForTests(output.fileHandleForReading)
+        for n in [1, 2, 5, 10] {
+            input.fileHandleForWriting.write(Data("\(n)\n".utf8))
+            let answer = try await withFailureTimeout(.seconds(60), "the answer to line \(n)") { await lines.nextOnItsOwnThread() }
+            guard let answer else {
+                process.terminate()  // ends the read the timed-out wait is stuck in
+                return
+            }
+            #expect(answer == "\(n * 2)")
+        }
+        try input.fileHandleForWriting.close()
+        #expect(lines.next() == nil)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    /// Peak memory does not grow with the input: 400,000 lines take no more than 50,000 do, give or
+    /// take allocator noise. (Finished chunks, with their inputs, used to stay referenced by the
+    /// pool's queue, hundreds of them at a time.)
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "needs /usr/bin/time to read peak memory"))
+    func mapMemoryDoesNotGrowWithTheInput() throws {
+        let directory = try moduleDirectory()
+        func peak(lines: Int) throws -> Int {
+            let input = (directory as NSString).appendingPathComponent("in-\(lines).jsonl")
+            var text = ""
+            text.reserveCapacity(lines * 72)
+            for i in 0..<lines { text += #"{"id": \#(i), "name": "user\#(i)", "tags": ["a", "b"], "score": 0.5}"# + "\n" }
+            try text.write(toFile: input, atomically: false, encoding: .utf8)
+            let report = (directory as NSString).appendingPathComponent("peak-\(lines)")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/time")
+            process.arguments = ["-f", "%M", "-o", report, CLI.executable.path, "map", "json:dumps", "--input", input, "--output", "/dev/null", "-j", "2"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            return Int(try String(contentsOfFile: report, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        let small = try peak(lines: 50_000), large = try peak(lines: 400_000)
+        #expect(large - small < 8 * 1024, "peak RSS \(small) KiB for 50,000 lines, \(large) KiB for 400,000")
+    }
+
+    /// A call stuck in C past its timeout has its worker abandoned after the grace, and the
+    /// process still exits at the end of the input (without finalizing Python), status 1.
+    @Test func mapExitsWithAWorkerStuckInC() throws {
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent(uniqueName("stuck")).path
+        try "600\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let result = try CLI.run(["map", "time:sleep", "--timeout", "0.2", "--input", input], limit: .seconds(60))
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("\"type\":\"TimeoutError\""))
+        #expect(result.stderr.contains("abandoned a worker"))
     }
 
     @Test func unknownFunctionIsOneLine() throws {
         let result = try CLI.run(["map", "no_such_module_xyz:f", "--input", "/dev/null"])
         #expect(result.status == 1)
-        #expect(result.stderr == "subinterp: cannot load no_such_module_xyz:f: No module named 'no_such_module_xyz'\n")
+        #expect(result.stderr == "subinterp: cannot load no_such_module_xyz:f: ModuleNotFoundError: No module named 'no_such_module_xyz'\n")
     }
 }
 
@@ -243,5 +416,34 @@ struct CLI {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("collector: 2000 results from 2 workers"))
         #expect(result.stdout.contains("correct: True"))
+    }
+}
+
+/// Lines of a pipe, read as they arrive (blocking the calling thread).
+final class LineReaderForTests: @unchecked Sendable {
+    // Safe: used by one task at a time.
+    private let handle: FileHandle
+    private var buffer = Data()
+
+    init(_ handle: FileHandle) { self.handle = handle }
+
+    /// `next()`, blocking a thread of its own rather than one of the concurrency pool.
+    func nextOnItsOwnThread() async -> String? {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: self.next()) }.start()
+        }
+    }
+
+    func next() -> String? {
+        while true {
+            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
+                buffer.removeSubrange(buffer.startIndex...newline)
+                return line
+            }
+            let more = handle.availableData
+            if more.isEmpty { return buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self) }
+            buffer.append(more)
+        }
     }
 }

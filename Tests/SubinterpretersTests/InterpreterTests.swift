@@ -44,9 +44,11 @@ import Testing
 
     @Test func closeWaitsForRunningCode() async throws {
         let interpreter = try await Interpreter()
-        try await interpreter.exec("import time\ndone = []\ndef slow():\n    time.sleep(0.3)\n    done.append(1)\n    return 'finished'")
+        let started = PythonQueue()
+        try await interpreter.prepareMain(["started": .queue(started)])
+        try await interpreter.exec("import time\ndone = []\ndef slow():\n    started.put(1)\n    time.sleep(0.3)\n    done.append(1)\n    return 'finished'")
         async let result = interpreter.call("slow")
-        try await Task.sleep(for: .milliseconds(50))
+        _ = try await started.get(timeout: .seconds(30))  // running: close must wait for it
         await interpreter.close()
         #expect(try await result == "finished")
     }

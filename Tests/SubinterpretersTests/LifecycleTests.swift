@@ -13,6 +13,24 @@ import Testing
         #expect(try PythonRuntime.start() === runtime)
     }
 
+    /// Starting Python blocks threads of its own, never the concurrency pool's: more starts
+    /// than the pool has threads all block at the same moment (each waits at a barrier for all
+    /// the others), which blocking on pool threads could never do.
+    @Test func startingPythonDoesNotBlockTheConcurrencyPool() async throws {
+        #expect(try await PythonRuntime.start() === PythonRuntime.current)
+        let count = SystemInfo.cpuCount * 4
+        let barrier = Barrier(count)
+        let met = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<count {
+                group.addTask { try await PythonRuntime.onOwnThread { barrier.arriveAndWait(limit: 30) } }
+            }
+            var met = 0
+            for try await arrived in group where arrived { met += 1 }
+            return met
+        }
+        #expect(met == count, "only \(met) of \(count) blocking starts ran at once")
+    }
+
     @Test func aSecondPythonInOneProcessIsRefused() throws {
         let runtime = try PythonRuntime.start()
         var other = runtime.installation
@@ -24,11 +42,13 @@ import Testing
 
     @Test func cancelledCallThatHasNotStartedIsSkipped() async throws {
         let interpreter = try await Interpreter()
-        try await interpreter.exec("import time\nran = []")
-        let blocker = Task { try await interpreter.exec("time.sleep(0.3)") }
-        try await Task.sleep(for: .milliseconds(50))
+        let gate = PythonQueue(), started = PythonQueue()
+        try await interpreter.prepareMain(["gate": .queue(gate), "started": .queue(started), "ran": []])
+        let blocker = Task { try await interpreter.exec("started.put(1)\ngate.get()") }
+        _ = try await started.get(timeout: .seconds(30))  // the interpreter is busy: what follows queues
         let queued = Task { try await interpreter.exec("ran.append(1)") }
         queued.cancel()
+        try await gate.put(.none)  // the interpreter goes on, and finds the queued work cancelled
         let error = await #expect(throws: SubinterpreterError.self) { try await queued.value }
         #expect(error?.code == .cancelled)
         try await blocker.value
@@ -39,7 +59,7 @@ import Testing
 
 @Suite struct ModuleCheckTests {
     @Test func reportsOkIncompatibleAndError() async throws {
-        let runtime = try PythonRuntime.start()
+        let runtime = try await PythonRuntime.start()
         let results = try await ModuleCheck.run(["json", "_testsinglephase", "no_such_module_xyz"], runtime: runtime)
         #expect(results.map(\.module) == ["json", "_testsinglephase", "no_such_module_xyz"])
         #expect(results[0].outcome == .ok)
@@ -96,5 +116,27 @@ import Testing
         let found = try PythonInstallation.find(explicit: directory.path)
         #expect(found.virtualEnvironment == directory.standardizedFileURL.path)
         #expect(found.library == base.library)
+    }
+}
+
+/// Threads wait until `count` of them arrived (or a limit in seconds passes: then false).
+final class Barrier: @unchecked Sendable {
+    // Safe: `arrived` is guarded by `condition`. NSCondition: the threads must block.
+    private let condition = NSCondition()
+    private let count: Int
+    private var arrived = 0
+
+    init(_ count: Int) { self.count = count }
+
+    func arriveAndWait(limit: Double) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        arrived += 1
+        condition.broadcast()
+        let deadline = Date(timeIntervalSinceNow: limit)
+        while arrived < count {
+            if !condition.wait(until: deadline) { return arrived >= count }
+        }
+        return true
     }
 }

@@ -45,7 +45,7 @@ struct ChannelBench: AsyncParsableCommand {
         """
 
     func run() async throws {
-        let runtime = try PythonRuntime.start()
+        let runtime = try await PythonRuntime.start()
         let a = try await Interpreter(runtime: runtime)
         let b = try await Interpreter(runtime: runtime)
         try await a.exec(Self.code)

@@ -11,7 +11,7 @@ struct PoolBench: AsyncParsableCommand {
     @Option(help: "Trivial calls made one at a time.") var singleCalls = 2_000
 
     func run() async throws {
-        let runtime = try PythonRuntime.start()
+        let runtime = try await PythonRuntime.start()
         let workers = self.workers ?? SystemInfo.cpuCount
         let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("peers").path

@@ -217,6 +217,7 @@ typedef struct {
     X(int, PyList_SetItem, (PyObject *list, Py_ssize_t i, PyObject *item), (list, i, item)) \
     X(PyObject *, PyList_GetItem, (PyObject *list, Py_ssize_t i), (list, i)) \
     X(Py_ssize_t, PyList_Size, (PyObject *list), (list)) \
+    X(PyObject *, PyList_AsTuple, (PyObject *list), (list)) \
     X(PyObject *, PyTuple_New, (Py_ssize_t size), (size)) \
     X(int, PyTuple_SetItem, (PyObject *tuple, Py_ssize_t i, PyObject *item), (tuple, i, item)) \
     X(PyObject *, PyTuple_GetItem, (PyObject *tuple, Py_ssize_t i), (tuple, i)) \
@@ -227,6 +228,7 @@ typedef struct {
     X(PyObject *, PyDict_GetItemWithError, (PyObject *dict, PyObject *key), (dict, key)) \
     X(int, PyDict_Next, (PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value), (dict, pos, key, value)) \
     X(Py_ssize_t, PyDict_Size, (PyObject *dict), (dict)) \
+    X(PyObject *, PyDict_Items, (PyObject *dict), (dict)) \
     X(PyObject *, Py_CompileString, (const char *source, const char *filename, int start), (source, filename, start)) \
     X(PyObject *, PyEval_EvalCode, (PyObject *code, PyObject *globals, PyObject *locals), (code, globals, locals)) \
     X(PyObject *, PyImport_ImportModule, (const char *name), (name)) \

@@ -2,7 +2,7 @@ import BigInt
 
 import CPython
 
-/// The item encoding of channels.h, for values made in Swift.
+/// The item encoding (Sources/CPython/ENCODING.md), for values made in Swift.
 enum ItemCoding {
     static func encode(_ value: PythonValue) throws -> OpaquePointer {
         var bytes: [UInt8] = []
@@ -71,12 +71,17 @@ enum ItemCoding {
         }
     }
 
-    /// Decodes and frees an item; its handles move to the new values.
+    /// Decodes and frees an item. Queues and buffers in it get references of their own, so the
+    /// item is freed the same way whether decoding succeeds or not.
     static func decode(_ item: OpaquePointer) throws -> PythonValue {
         let data = UnsafeBufferPointer(start: cpy_item_data(item), count: cpy_item_size(item))
         var offset = 0
-        defer { cpy_item_free_decoded(item) }
-        return try read(data, &offset)
+        defer { cpy_item_free(item) }
+        let value = try read(data, &offset)
+        guard offset == data.count else {
+            throw SubinterpreterError(.runtimeFailed, "corrupt item in a queue (bytes after the value)")
+        }
+        return value
     }
 
     private static func read(_ data: UnsafeBufferPointer<UInt8>, _ offset: inout Int) throws -> PythonValue {
@@ -89,10 +94,16 @@ enum ItemCoding {
             return value
         }
         func blob() throws -> ArraySlice<UInt8> {
-            let n = Int(try word())
-            guard offset + n <= data.count else { throw corrupt() }
-            defer { offset += n }
-            return ArraySlice(data[offset..<offset + n])
+            let n = try word()
+            guard n <= UInt64(data.count - offset) else { throw corrupt() }
+            defer { offset += Int(n) }
+            return ArraySlice(data[offset..<offset + Int(n)])
+        }
+        /// A count of values, each at least `minimum` bytes: one past the end is corrupt.
+        func count(_ minimum: UInt64) throws -> Int {
+            let n = try word()
+            guard n <= UInt64(data.count - offset) / minimum else { throw corrupt() }
+            return Int(n)
         }
         guard offset < data.count else { throw corrupt() }
         let tag = Character(UnicodeScalar(data[offset]))
@@ -106,25 +117,34 @@ enum ItemCoding {
         case "I":
             let text = String(decoding: try blob(), as: UTF8.self)
             let negative = text.hasPrefix("-")
-            guard let magnitude = BigInt(text.dropFirst(negative ? 3 : 2), radix: 16) else { throw corrupt() }
+            guard text.dropFirst(negative ? 1 : 0).hasPrefix("0x"),
+                let magnitude = BigInt(text.dropFirst(negative ? 3 : 2), radix: 16)
+            else { throw corrupt() }
             return .int(negative ? -magnitude : magnitude)
         case "s": return .string(String(decoding: try blob(), as: UTF8.self))
         case "b": return .bytes(Array(try blob()))
         case "p": return .pickled(Array(try blob()))
         case "l", "t":
-            let count = Int(try word())
+            let count = try count(1)
             var items: [PythonValue] = []
-            items.reserveCapacity(min(count, 1 << 16))
+            items.reserveCapacity(count)
             for _ in 0..<count { items.append(try read(data, &offset)) }
             return tag == "l" ? .list(items) : .tuple(items)
         case "d":
-            let count = Int(try word())
+            let count = try count(2)
             var items: [(key: PythonValue, value: PythonValue)] = []
+            items.reserveCapacity(count)
             for _ in 0..<count { items.append((try read(data, &offset), try read(data, &offset))) }
             return .dict(items)
         case "Q", "B":
             guard let pointer = OpaquePointer(bitPattern: UInt(truncatingIfNeeded: try word())) else { throw corrupt() }
-            return tag == "Q" ? .queue(PythonQueue(owning: pointer)) : .buffer(SharedBuffer(owning: pointer))
+            // A reference of the value's own; the item's is dropped when the item is freed.
+            if tag == "Q" {
+                cpy_queue_retain(pointer)
+                return .queue(PythonQueue(owning: pointer))
+            }
+            cpy_buffer_retain(pointer)
+            return .buffer(SharedBuffer(owning: pointer))
         default:
             throw corrupt()
         }

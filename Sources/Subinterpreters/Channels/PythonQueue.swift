@@ -1,6 +1,6 @@
-import BigInt
 import CPython
 import Dispatch
+import Synchronization
 
 /// A FIFO queue shared by Swift and every interpreter of the process: the same queue Python
 /// code sees as `subinterp.Queue`. Values cross as `PythonValue`s (basic types natively,
@@ -42,49 +42,51 @@ public final class PythonQueue: Sendable, Hashable, CustomStringConvertible {
     public var maxsize: Int { cpy_queue_maxsize(handle) }
     /// Items queued now.
     public var count: Int { cpy_queue_count(handle) }
+    /// Swift waits registered with the queue now (for tests and diagnostics).
+    var registeredWaits: Int { cpy_queue_registered_waits(handle) }
 
     public var description: String { "PythonQueue(id: \(id), maxsize: \(maxsize))" }
     public static func == (lhs: PythonQueue, rhs: PythonQueue) -> Bool { lhs.handle == rhs.handle }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
     /// Adds a value, waiting while the queue is full. Throws `.timedOut` if `timeout` passes
-    /// first, `.cancelled` if the task is cancelled.
+    /// first, `.cancelled` if the task is cancelled. No thread waits: the wait is registered
+    /// with the queue, and a get that makes room completes it.
     public func put(_ value: PythonValue, timeout: Duration? = nil) async throws {
-        let box = ItemBox()
-        box.item = try ItemCoding.encode(value)
-        if cpy_queue_put(handle, box.item, 0, 0, 0, nil) == 0 { return }
-        let result = try await blocking { cancel in cpy_queue_put(self.handle, box.item, 1, Self.seconds(timeout), 0, cancel) }
-        if result != 0 { cpy_item_free(box.item) }  // not queued: the item is still ours
-        try Self.check(result, full: true)
+        let item = ItemPointer(pointer: try ItemCoding.encode(value))
+        let wait = QueueWait(queue: self)
+        _ = try await wait.run(timeout: timeout) { waiter in
+            cpy_queue_put_async(self.handle, item.pointer, waiter) == 0 ? .done(nil) : .pending
+        } withdrawn: {
+            cpy_item_free(item.pointer)  // not queued: the item is still ours
+        }
     }
 
     /// Adds a value if there is room; returns whether it was added.
     public func putNowait(_ value: PythonValue) throws -> Bool {
         let item = try ItemCoding.encode(value)
-        if cpy_queue_put(handle, item, 0, 0, 0, nil) == 0 { return true }
+        if cpy_queue_put(handle, item, 0, 0, 0) == 0 { return true }
         cpy_item_free(item)
         return false
     }
 
     /// Removes and returns the oldest value, waiting while the queue is empty. Throws
-    /// `.timedOut` if `timeout` passes first, `.cancelled` if the task is cancelled.
+    /// `.timedOut` if `timeout` passes first, `.cancelled` if the task is cancelled. No thread
+    /// waits: the wait is registered with the queue, and the next put completes it.
     public func get(timeout: Duration? = nil) async throws -> PythonValue {
-        if let value = try getNowait() { return value }
-        let box = ItemBox()
-        let result = try await blocking { cancel in
+        let wait = QueueWait(queue: self)
+        let item = try await wait.run(timeout: timeout) { waiter in
             var item: OpaquePointer?
-            let result = cpy_queue_get(self.handle, &item, 1, Self.seconds(timeout), 0, cancel)
-            box.item = item
-            return result
-        }
-        try Self.check(result, full: false)
-        return try ItemCoding.decode(box.item!)
+            return cpy_queue_get_async(self.handle, &item, waiter) == 0 ? .done(item) : .pending
+        } withdrawn: {}
+        guard let item else { throw SubinterpreterError(.runtimeFailed, "a queue wait completed without an item") }
+        return try ItemCoding.decode(item)
     }
 
     /// Removes and returns the oldest value, or nil if the queue is empty.
     public func getNowait() throws -> PythonValue? {
         var item: OpaquePointer?
-        guard cpy_queue_get(handle, &item, 0, 0, 0, nil) == 0, let item else { return nil }
+        guard cpy_queue_get(handle, &item, 0, 0, 0) == 0, let item else { return nil }
         return try ItemCoding.decode(item)
     }
 
@@ -109,52 +111,122 @@ public final class PythonQueue: Sendable, Hashable, CustomStringConvertible {
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(queue: queue) }
     }
 
-    // MARK: - Waiting off the Swift concurrency pool
+}
 
-    /// Carries an item to or from the thread that waits.
-    private final class ItemBox: @unchecked Sendable {
-        // Safe: written before the wait is handed off or by the waiting thread before the
-        // continuation resumes, and read after.
-        var item: OpaquePointer?
+/// An item's pointer, handed between the threads of one wait.
+private struct ItemPointer: @unchecked Sendable {
+    // Safe: the item is owned by exactly one side at a time (the caller, or the C queue).
+    let pointer: OpaquePointer
+}
+
+/// One Swift wait on a queue: registered with the C queue (`cpy_waiter`), completed by the put
+/// or get that satisfies it, or withdrawn when the task is cancelled or the timeout passes. No
+/// thread blocks, so any number of tasks can wait at once.
+private final class QueueWait: @unchecked Sendable {
+    // Safe: `state` is a Mutex; `waiter` is written once in init; the C queue serializes the
+    // rest (a registered waiter is completed or withdrawn exactly once, under the queue's lock).
+    enum Start {
+        case done(OpaquePointer?)
+        case pending
     }
 
-    private static func seconds(_ timeout: Duration?) -> Double {
-        guard let timeout else { return -1 }
-        return max(0, Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+    private struct State {
+        var continuation: CheckedContinuation<ItemPointer?, any Error>?
+        /// Set once the C side holds the waiter (until then a cancellation only marks `ended`).
+        var registered = false
+        /// Why the wait must end early (cancelled or timed out), if it must.
+        var ended: SubinterpreterError?
+        var timer: DispatchWorkItem?
     }
 
-    /// Runs a blocking C wait on a Dispatch thread, so no Swift concurrency thread blocks;
-    /// cancelling the task sets the wait's cancel flag and wakes the queue's waiters.
-    private func blocking(_ wait: @escaping @Sendable (OpaquePointer?) -> Int32) async throws -> Int32 {
-        let cancel = CancelFlag()
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                DispatchQueue.global().async { continuation.resume(returning: wait(cancel.handle)) }
+    private let queue: PythonQueue
+    private let state = Mutex(State())
+    private var waiter: OpaquePointer!
+
+    init(queue: PythonQueue) {
+        self.queue = queue
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        guard let waiter = cpy_waiter_create({ context, item in
+            Unmanaged<QueueWait>.fromOpaque(context!).takeUnretainedValue().finish(.success(item.map(ItemPointer.init)))
+        }, context) else { fatalError("out of memory creating a queue waiter") }
+        self.waiter = waiter
+    }
+
+    deinit { cpy_waiter_free(waiter) }
+
+    /// Starts the wait with `start` (which registers `waiter` unless it can finish at once) and
+    /// returns what completes it. `withdrawn` runs if the wait ends without completing (for a
+    /// put: the item is still the caller's).
+    func run(
+        timeout: Duration?, start: (OpaquePointer) -> Start, withdrawn: @escaping @Sendable () -> Void
+    ) async throws -> OpaquePointer? {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ItemPointer?, any Error>) in
+                let early = state.withLock { state -> SubinterpreterError? in
+                    if let ended = state.ended { return ended }
+                    state.continuation = continuation
+                    return nil
+                }
+                if let early {
+                    withdrawn()
+                    continuation.resume(throwing: early)
+                    return
+                }
+                switch start(waiter) {
+                case .done(let item):
+                    finish(.success(item.map(ItemPointer.init)))
+                case .pending:
+                    let cancelled = state.withLock { state -> Bool in
+                        state.registered = true
+                        if state.ended == nil, let timeout {
+                            let timer = DispatchWorkItem { [weak self] in
+                                self?.end(SubinterpreterError(.timedOut, "the queue wait ended at its timeout"), withdrawn: withdrawn)
+                            }
+                            state.timer = timer
+                            DispatchQueue.global().asyncAfter(deadline: .now() + timeout.timeInterval, execute: timer)
+                        }
+                        return state.ended != nil
+                    }
+                    // A cancellation that came while the waiter was being registered.
+                    if cancelled { withdraw(withdrawn) }
+                }
             }
         } onCancel: {
-            cancel.set()
-            cpy_queue_wake_all(handle)
-        }
+            end(SubinterpreterError(.cancelled, "the queue wait was cancelled"), withdrawn: withdrawn)
+        }?.pointer
     }
 
-    private static func check(_ result: Int32, full: Bool) throws {
-        switch result {
-        case 0: return
-        case CPY_WAIT_TIMEOUT:
-            throw SubinterpreterError(.timedOut, full ? "the queue stayed full until the timeout" : "the queue stayed empty until the timeout")
-        case CPY_WAIT_CANCELLED: throw SubinterpreterError(.cancelled, "the queue wait was cancelled")
-        default: throw SubinterpreterError(.interpreterClosed, "the queue wait ended because its thread is closing")
+    /// Ends the wait early, unless it completes first.
+    private func end(_ error: SubinterpreterError, withdrawn: () -> Void) {
+        let registered = state.withLock { state -> Bool in
+            if state.ended == nil { state.ended = error }
+            return state.registered
         }
+        if registered { withdraw(withdrawn) }
+    }
+
+    private func withdraw(_ withdrawn: () -> Void) {
+        var leftover: OpaquePointer?
+        guard cpy_queue_withdraw(queue.handle, waiter, &leftover) == 1 else { return }  // completing now
+        withdrawn()
+        let error = state.withLock { $0.ended } ?? SubinterpreterError(.cancelled, "the queue wait was cancelled")
+        finish(.failure(error))
+    }
+
+    private func finish(_ result: Result<ItemPointer?, any Error>) {
+        let (continuation, timer) = state.withLock { state in
+            defer {
+                state.continuation = nil
+                state.timer = nil
+            }
+            return (state.continuation, state.timer)
+        }
+        timer?.cancel()
+        continuation?.resume(with: result)
     }
 }
 
-/// A cancel flag shared with a waiting C call; it wakes the queue the call waits on.
-private final class CancelFlag: Sendable {
-    nonisolated(unsafe) let handle: OpaquePointer
-
-    init() { handle = cpy_cancel_create() }
-    deinit { cpy_cancel_free(handle) }
-
-    func set() { cpy_cancel_set(handle) }
+extension Duration {
+    /// Seconds, for Dispatch and C.
+    var timeInterval: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
-

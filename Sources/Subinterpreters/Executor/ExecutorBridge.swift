@@ -221,7 +221,7 @@ final class ExecutorPool: Sendable {
         let deadline: Duration? = timeout >= 0 ? .nanoseconds(Int64(timeout * 1e9)) : nil
         do {
             let job = try pool.core.submit(
-                timeout: deadline, deadlineStart: .start,
+                options: InterpreterPool.JobOptions(timeout: deadline, timeoutStart: .start),
                 body: { _ -> Outcome in
                     // On the worker's thread, its GIL held (the pool's job contract).
                     guard gate.start(), let item = payload.take() else { return .skipped }
@@ -292,7 +292,7 @@ final class ExecutorPool: Sendable {
                 return 1
             }
             guard !queuedOnly, let job = entry.job, let pool else { return 0 }
-            pool.core.cancel(job, SubinterpreterError(.cancelled, "the call was cancelled"))
+            pool.core.cancel(job) { _ in SubinterpreterError(.cancelled, "the call was cancelled") }
             return job.currentState == .cancelled ? 2 : 0
         }
     }

@@ -38,6 +38,15 @@ public final class InterpreterPool: Service, Sendable {
         /// `InterpreterOptions.idleSpin`): worth it for calls awaited one at a time, not when every
         /// core is busy anyway.
         public var idleSpin: Duration = .microseconds(50)
+        /// How long a cancelled or timed-out job may keep its worker after its interrupt (code
+        /// blocked in C, or code that catches `BaseException` and carries on). Meanwhile it is
+        /// interrupted again; when the grace ends, the worker is abandoned: taken out of the pool,
+        /// replaced at once by a fresh interpreter, and never waited for. nil waits however long
+        /// the job takes.
+        public var interruptGrace: Duration? = .seconds(3)
+        /// Python run after `setup` in each worker, under a file name that tracebacks hide (the
+        /// tools' own loading code, so a failure in it is told apart from one in `setup`).
+        package var loader: String?
 
         public init(
             workers: Int = SystemInfo.cpuCount, setup: String? = nil, path: [String] = [], maxTasksPerWorker: Int? = nil,
@@ -53,7 +62,8 @@ public final class InterpreterPool: Service, Sendable {
         }
     }
 
-    /// Counters, as of the moment they were read.
+    /// Counters, as of the moment they were read. Calls are counted as a user counts them:
+    /// each input of a `map` is one call, even when several run as one chunk.
     public struct Statistics: Sendable {
         public struct Worker: Sendable {
             public var index: Int
@@ -61,15 +71,72 @@ public final class InterpreterPool: Service, Sendable {
             /// Time spent running tasks.
             public var busy: Duration
         }
+        /// Calls waiting for a worker (a cancelled one leaves the count at once).
         public var queued: Int
+        /// Workers running a task now.
         public var running: Int
+        /// Calls that returned.
         public var completed: Int
+        /// Calls that raised (or could not run because the pool failed).
         public var failed: Int
         public var cancelled: Int
         public var timedOut: Int
+        /// Calls that waited in the queue past their `queueTimeout` and never ran.
+        public var queueTimedOut: Int
+        /// Workers replaced by a fresh interpreter after `maxTasksPerWorker` or `maxMemoryPerWorker`.
         public var recycled: Int
+        /// Workers given up on because a cancelled job did not return (see `interruptGrace`).
+        public var abandoned: Int
         /// Live workers, by index.
         public var workers: [Worker]
+    }
+
+    /// When a job's `timeout` starts counting.
+    public enum TimeoutStart: Sendable, Hashable {
+        /// At submission: the limit covers the wait in the queue too (what a caller awaiting the
+        /// result sees).
+        case submission
+        /// When a worker starts the job: the limit covers only its run (bound the wait with
+        /// `queueTimeout`).
+        case start
+    }
+
+    /// Limits and hooks of one submitted job.
+    public struct JobOptions: Sendable {
+        /// The longest the job may take; past it the caller gets `.timedOut` and a running job's
+        /// Python code is interrupted. nil: the pool's `timeout`.
+        public var timeout: Duration?
+        /// Whether `timeout` counts from submission or from when the job starts.
+        public var timeoutStart: TimeoutStart
+        /// The longest the job may wait in the queue; past it the caller gets `.queueTimedOut`
+        /// and the job never runs (a server answers that with 503, not 504). nil: no limit.
+        public var queueTimeout: Duration?
+        /// What the pool's log calls the job (a request id, say); default "job N".
+        public var label: String?
+        /// Runs on the worker's thread after the body of a job that started, whatever happened
+        /// to it: it returned, threw, was cancelled or timed out. An interrupt meant for the job
+        /// never reaches it. It does not run for a job that never started.
+        public var cleanup: (@Sendable (PythonContext) -> Void)?
+
+        public init(
+            timeout: Duration? = nil, timeoutStart: TimeoutStart = .submission, queueTimeout: Duration? = nil, label: String? = nil,
+            cleanup: (@Sendable (PythonContext) -> Void)? = nil
+        ) {
+            self.timeout = timeout
+            self.timeoutStart = timeoutStart
+            self.queueTimeout = queueTimeout
+            self.label = label
+            self.cleanup = cleanup
+        }
+    }
+
+    /// A worker the pool gave up on (see `Configuration.interruptGrace`).
+    public struct AbandonedWorker: Sendable, Hashable, CustomStringConvertible {
+        /// The worker's index.
+        public var index: Int
+        /// The job it was stuck in (its `label`, or "job N").
+        public var job: String
+        public var description: String { "worker \(index) (\(job))" }
     }
 
     public let configuration: Configuration
@@ -81,7 +148,7 @@ public final class InterpreterPool: Service, Sendable {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "a pool needs at least 1 worker (got \(configuration.workers))")
         }
-        let runtime = try runtime ?? PythonRuntime.start()
+        let runtime = if let runtime { runtime } else { try await PythonRuntime.start() }
         // A library logs only where it is told to: without a logger, nothing is printed.
         let logger = logger ?? Logger(label: "subinterpreters.pool", factory: { _ in SwiftLogNoOpLogHandler() })
         let core = PoolCore(configuration: configuration, runtime: runtime, logger: logger)
@@ -129,50 +196,77 @@ public final class InterpreterPool: Service, Sendable {
     // MARK: - Calls
 
     /// Calls a function by name (`"package.module.function"`, `"package.module:Class.method"`, or a
-    /// global of the workers' `__main__`) on a free worker.
+    /// global of the workers' `__main__`) on a free worker. Arguments and keyword values are
+    /// `PythonValue`s, or any `Encodable` Swift value (numbers, strings, arrays, dictionaries,
+    /// your own types), converted with `PythonValueEncoder`.
+    public func call<each Argument: Encodable>(
+        _ function: String, _ arguments: repeat each Argument, keywords: KeyValuePairs<String, any Encodable> = [:],
+        timeout: Duration? = nil
+    ) async throws -> PythonValue {
+        try await call(function, arguments: try PythonValue.arguments(repeat each arguments), keywords: try PythonValue.keywords(keywords),
+                       timeout: timeout)
+    }
+
+    /// Calls a function with `PythonValue` arguments (any mix of literals).
     public func call(
         _ function: String, _ arguments: PythonValue..., keywords: KeyValuePairs<String, PythonValue> = [:], timeout: Duration? = nil
     ) async throws -> PythonValue {
-        let keywords = keywords.map { ($0.key, $0.value) }
-        return try await withWorker(timeout: timeout) { try $0.call(function, arguments, keywords: keywords) }
+        try await call(function, arguments: arguments, keywords: keywords.map { ($0.key, $0.value) }, timeout: timeout)
     }
 
     /// Calls a function with an array of positional arguments.
-    public func call(_ function: String, arguments: [PythonValue], timeout: Duration? = nil) async throws -> PythonValue {
-        try await withWorker(timeout: timeout) { try $0.call(function, arguments) }
+    public func call(
+        _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], timeout: Duration? = nil
+    ) async throws -> PythonValue {
+        try await withWorker(timeout: timeout) { try $0.call(function, arguments, keywords: keywords) }
     }
 
     /// Calls a function with `Encodable` arguments and decodes its result.
     public func call<Result: Decodable>(
-        _ function: String, arguments: [any Encodable], returning type: Result.Type = Result.self, timeout: Duration? = nil
+        _ function: String, arguments: [any Encodable], keywords: KeyValuePairs<String, any Encodable> = [:],
+        returning type: Result.Type = Result.self, timeout: Duration? = nil
     ) async throws -> Result {
-        let values = try arguments.map { try PythonValueEncoder().encode($0) }
-        return try PythonValueDecoder().decode(Result.self, from: try await call(function, arguments: values, timeout: timeout))
+        let values = try arguments.map { try PythonValue.converting($0) }
+        let result = try await call(function, arguments: values, keywords: try PythonValue.keywords(keywords), timeout: timeout)
+        return try PythonValueDecoder().decode(Result.self, from: result)
     }
 
     /// Submits a call and returns at once with a handle to await or cancel. Throws only if the
-    /// pool is shut down.
-    public func submit(_ function: String, arguments: [PythonValue], timeout: Duration? = nil) throws -> PoolTask<PythonValue> {
-        try submit(timeout: timeout) { try $0.call(function, arguments) }
+    /// pool is shut down (or failed).
+    public func submit(
+        _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], timeout: Duration? = nil
+    ) throws -> PoolTask<PythonValue> {
+        try submit(timeout: timeout) { try $0.call(function, arguments, keywords: keywords) }
     }
 
     /// Submits any work on a worker's thread (see `Interpreter.withPython`).
     public func submit<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PythonContext) throws -> T) throws -> PoolTask<T> {
+        try submit(options: JobOptions(timeout: timeout), body)
+    }
+
+    /// Submits work with its own limits and cleanup; await or cancel the handle.
+    public func submit<T: Sendable>(options: JobOptions, _ body: @escaping @Sendable (PythonContext) throws -> T) throws -> PoolTask<T> {
         let promise = Promise<T>()
-        let job = try core.submit(
-            timeout: timeout ?? configuration.timeout, deadlineStart: .submission, body: body,
-            completion: { promise.resolve($0) })
+        let job = try core.submit(options: resolved(options), body: body, completion: { promise.resolve($0) })
         return PoolTask(job: job, promise: promise, pool: core)
     }
 
     /// Submits work and reports its result to `completion`, on whichever thread finishes it (a
     /// worker's, or the controller's for a timeout). For callers that are not async, such as an
-    /// event loop. Throws only if the pool is shut down.
+    /// event loop; `completion` must not block. Throws only if the pool is shut down (or failed).
     public func submit<T: Sendable>(
         timeout: Duration? = nil, _ body: @escaping @Sendable (PythonContext) throws -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) throws {
-        _ = try core.submit(timeout: timeout ?? configuration.timeout, deadlineStart: .submission, body: body, completion: completion)
+        try submit(options: JobOptions(timeout: timeout), body, completion: completion)
+    }
+
+    /// Submits work with its own limits and cleanup, reporting to `completion` (see above).
+    public func submit<T: Sendable>(
+        options: JobOptions, _ body: @escaping @Sendable (PythonContext) throws -> T,
+        completion: @escaping @Sendable (Result<T, any Error>) -> Void
+    ) throws {
+        _ = try core.submit(options: resolved(options), body: body, completion: completion)
     }
 
     /// Runs `body` on a free worker's thread and returns its result. Cancelling the task drops
@@ -181,13 +275,21 @@ public final class InterpreterPool: Service, Sendable {
         try await submit(timeout: timeout, body).value
     }
 
+    /// The pool's default timeout where the options give none.
+    private func resolved(_ options: JobOptions) -> JobOptions {
+        var options = options
+        if options.timeout == nil { options.timeout = configuration.timeout }
+        return options
+    }
+
     // MARK: - Observability
 
     public var statistics: Statistics {
         core.state.withLock { state in
             Statistics(
-                queued: state.pendingCount, running: state.running, completed: state.completed, failed: state.failed,
-                cancelled: state.cancelled, timedOut: state.timedOut, recycled: state.recycled,
+                queued: state.queuedCalls, running: state.running, completed: state.completed, failed: state.failed,
+                cancelled: state.cancelled, timedOut: state.timedOut, queueTimedOut: state.queueTimedOut, recycled: state.recycled,
+                abandoned: state.abandoned.count,
                 workers: state.workers.values.map { Statistics.Worker(index: $0.index, tasks: $0.tasks, busy: $0.busy) }
                     .sorted { $0.index < $1.index })
         }
@@ -195,13 +297,23 @@ public final class InterpreterPool: Service, Sendable {
 
     // MARK: - Shutdown
 
-    /// Stops taking work, then either finishes what is queued and running (`cancelPending:
-    /// false`) or drops the queued work and interrupts the running (`true`), closes every
-    /// interpreter, and returns. Calling it again waits for nothing.
-    public func shutdown(cancelPending: Bool = false) async {
-        guard isShutDown.withLock({ let was = $0; $0 = true; return !was }) else { return }
-        await core.shutdown(cancelPending: cancelPending)
-        core.logger.info("pool shut down")
+    /// Stops taking work, then finishes what is queued and running (`cancelPending: false`) or
+    /// drops the queued work and interrupts the running (`true`), closes every interpreter, and
+    /// returns. With a `gracePeriod`, what is still queued or running when it ends is cancelled
+    /// as with `cancelPending: true`. A cancelled job that does not return within
+    /// `interruptGrace` has its worker abandoned, so with both limits set shutdown returns
+    /// within `gracePeriod` + `interruptGrace` even if a worker is stuck in C. Returns the
+    /// workers abandoned in the pool's life; if any, their interpreters may still be running,
+    /// and the process should exit without `PythonRuntime.finalize()` (which refuses anyway).
+    /// Calling it again waits for nothing and returns the same.
+    @discardableResult
+    public func shutdown(cancelPending: Bool = false, gracePeriod: Duration? = nil) async -> [AbandonedWorker] {
+        guard isShutDown.withLock({ let was = $0; $0 = true; return !was }) else {
+            return core.state.withLock { $0.abandoned }
+        }
+        let abandoned = await core.shutdown(cancelPending: cancelPending, gracePeriod: gracePeriod)
+        core.logger.info("pool shut down", metadata: abandoned.isEmpty ? [:] : ["abandoned": "\(abandoned.map(\.description))"])
+        return abandoned
     }
 
     /// `Service`: runs until graceful shutdown is requested, then finishes queued work and closes.

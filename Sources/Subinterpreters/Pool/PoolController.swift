@@ -1,56 +1,61 @@
 import Foundation
 import Synchronization
 
-/// The pool's controller thread: it enforces deadlines and interrupts running Python code.
+/// The pool's controller thread: its timers. Deadlines, queue timeouts, repeated interrupts,
+/// abandoning a stuck worker and retrying a replacement all run here.
 ///
-/// Interrupting means attaching a thread state to the worker's interpreter, which waits for
-/// that interpreter's GIL; doing it here keeps that wait off the Swift concurrency pool and off
-/// the workers.
+/// A timer's action must not block: it cancels a job (which releases its caller), asks a
+/// worker's interrupter for an interrupt, or starts a thread. In particular the controller
+/// never waits for an interpreter's GIL (`InterpreterThread.requestInterrupt` does that on a
+/// thread of the worker's own), so one worker stuck in a long C call holding its GIL cannot
+/// delay the deadlines of the others.
 final class PoolController: @unchecked Sendable {
-    // Safe: every mutable field is guarded by `condition`.
+    // Safe: every mutable field is guarded by `condition`. NSCondition rather than a Mutex: the
+    // controller thread must sleep until the earliest timer or a new earlier one.
     private let condition = NSCondition()
-    private var deadlines: [(at: ContinuousClock.Instant, job: PoolJob, core: PoolCore)] = []
-    private var interrupts: [PoolJob] = []
+    private struct Entry {
+        let at: ContinuousClock.Instant
+        /// The job the timer is about (so finishing the job drops it), if any.
+        let job: PoolJob?
+        let action: @Sendable () -> Void
+    }
+    /// Sorted by `at`; equal times in the order they were scheduled.
+    private var entries: [Entry] = []
     private var started = false
     private var stopping = false
-    private var stopped = false
 
-    /// Times the job out at `at` unless it has finished by then.
-    func schedule(_ job: PoolJob, at: ContinuousClock.Instant, core: PoolCore) {
+    /// Runs `action` on the controller thread at `at`, unless `unschedule(job)` drops it first.
+    func schedule(at: ContinuousClock.Instant, for job: PoolJob? = nil, _ action: @escaping @Sendable () -> Void) {
+        job?.hasTimers.store(true, ordering: .releasing)
         condition.lock()
         defer { condition.unlock() }
-        let position = deadlines.lastIndex { $0.at <= at }.map { $0 + 1 } ?? 0
-        deadlines.insert((at, job, core), at: position)
+        guard !stopping else { return }
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].at <= at { low = middle + 1 } else { high = middle }
+        }
+        entries.insert(Entry(at: at, job: job, action: action), at: low)
         startIfNeeded()
-        // Only a new earliest deadline changes when the controller must wake; waking it for
-        // every call would cost a context switch per call.
-        if position == 0 { condition.signal() }
+        // Only a new earliest timer changes when the controller must wake; waking it for every
+        // call would cost a context switch per call.
+        if low == 0 { condition.signal() }
     }
 
-    /// Forgets the deadline of a job that finished.
+    /// Drops every timer of a job that finished.
     func unschedule(_ job: PoolJob) {
         condition.lock()
         defer { condition.unlock() }
-        // Jobs mostly finish in the order they were scheduled: the entry is near the front.
-        if let index = deadlines.firstIndex(where: { $0.job === job }) { deadlines.remove(at: index) }
+        entries.removeAll { $0.job === job }
     }
 
-    /// Raises `subinterp.CancelledError` in the job's Python code, if it is still running.
-    func interrupt(_ job: PoolJob) {
-        condition.lock()
-        defer { condition.unlock() }
-        interrupts.append(job)
-        startIfNeeded()
-        condition.signal()
-    }
-
-    /// Stops the thread once it has handled what it was given.
+    /// Drops every timer and lets the thread end. Returns at once.
     func stop() {
         condition.lock()
         defer { condition.unlock() }
         stopping = true
+        entries = []
         condition.signal()
-        while started && !stopped { condition.wait() }
     }
 
     private func startIfNeeded() {
@@ -58,47 +63,27 @@ final class PoolController: @unchecked Sendable {
         started = true
         let thread = Thread { [self] in loop() }
         thread.name = "python-pool-controller"
+        thread.stackSize = 1 << 20
         thread.start()
     }
 
     private func loop() {
         condition.lock()
-        while true {
-            if !interrupts.isEmpty {
-                let batch = interrupts
-                interrupts = []
-                condition.unlock()
-                for job in batch {
-                    if let worker = job.worker, worker.thread.interrupt(job: job.id) {
-                        job.interruptSent.store(true, ordering: .releasing)
-                    }
-                }
-                condition.lock()
-                continue
-            }
+        while !stopping {
             let now = ContinuousClock.now
-            if let first = deadlines.first, first.at <= now {
-                deadlines.removeFirst()
+            if let first = entries.first, first.at <= now {
+                entries.removeFirst()
                 condition.unlock()
-                if first.job.currentState == .queued || first.job.currentState == .running {
-                    let seconds = first.job.timeout.map { String(format: "%g", Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) } ?? "?"
-                    first.core.cancel(first.job, SubinterpreterError(
-                        .timedOut, "the call did not finish within its timeout of \(seconds) s; its Python code was interrupted"))
-                }
+                first.action()
                 condition.lock()
                 continue
             }
-            if stopping { break }
-            if let first = deadlines.first {
-                let wait = first.at - now
-                let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, seconds)))
+            if let first = entries.first {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, (first.at - now).timeInterval)))
             } else {
                 condition.wait()
             }
         }
-        stopped = true
-        condition.broadcast()
         condition.unlock()
     }
 }

@@ -11,6 +11,8 @@ final class PoolWorker: @unchecked Sendable {
     var busy: Duration = .zero
     var memoryGrowth = 0
     var retiring = false
+    /// Given up on: its job did not return after its interrupt (see `PoolCore.abandon`).
+    var abandoned = false
 
     init(index: Int, thread: InterpreterThread) {
         self.index = index
@@ -22,39 +24,56 @@ final class PoolWorker: @unchecked Sendable {
 /// It is the `WorkFeeder` its workers pull from.
 final class PoolCore: WorkFeeder, Sendable {
     struct State {
-        var pending: [PoolJob] = []
+        /// Queued jobs from `pendingHead` on; slots before it are nil, so a job that left the
+        /// queue (and the inputs its closure holds) is not kept alive by it.
+        var pending: [PoolJob?] = []
         var pendingHead = 0
+        /// Calls in queued jobs; a cancelled job leaves the count at once, not when skipped.
+        var queuedCalls = 0
         var idle: [PoolWorker] = []
         var workers: [ObjectIdentifier: PoolWorker] = [:]
         var closed = false
+        /// Set when the pool lost every worker and could not start another: `submit` throws it.
+        var failure: SubinterpreterError?
         var nextID: UInt64 = 1
         var running = 0
         var completed = 0
         var failed = 0
         var cancelled = 0
         var timedOut = 0
+        var queueTimedOut = 0
         var recycled = 0
+        var abandoned: [InterpreterPool.AbandonedWorker] = []
         var retired: [(index: Int, tasks: Int, busy: Duration)] = []
-        var replacing = 0
+        /// Replacement interpreters being created now (shutdown waits for them).
+        var launching = 0
+        /// Replacements waiting for a retry timer (dropped at shutdown).
+        var retrying = 0
         /// Jobs handed to a worker and not yet returned from it.
         var dispatched: [UInt64: PoolJob] = [:]
-        /// Resumed when no job is running and none is pending (for a draining shutdown).
+        /// Resumed when no job is running and none is queued (for a draining shutdown).
         var drained: [CheckedContinuation<Void, Never>] = []
-
-        var pendingCount: Int { pending.count - pendingHead }
+        /// Resumed when no replacement is being created.
+        var launched: [CheckedContinuation<Void, Never>] = []
 
         mutating func popPending() -> PoolJob? {
             while pendingHead < pending.count {
-                let job = pending[pendingHead]
+                let job = pending[pendingHead]!
+                pending[pendingHead] = nil
                 pendingHead += 1
-                if pendingHead > 1024 && pendingHead * 2 > pending.count {
+                if pendingHead > 64 && pendingHead * 2 > pending.count {
                     pending.removeFirst(pendingHead)
                     pendingHead = 0
                 }
+                guard job.inQueue else { continue }  // cancelled while queued
+                job.inQueue = false
+                queuedCalls -= job.calls
                 if job.currentState == .queued { return job }
             }
             return nil
         }
+
+        var isIdle: Bool { running == 0 && queuedCalls == 0 }
     }
 
     let state = Mutex(State())
@@ -75,6 +94,7 @@ final class PoolCore: WorkFeeder, Sendable {
             workerIndex: index, workerCount: configuration.workers, lineAtomicOutput: configuration.lineAtomicOutput,
             path: configuration.path, setup: configuration.setup)
         options.idleSpin = configuration.idleSpin
+        options.loader = configuration.loader
         return options
     }
 
@@ -86,20 +106,27 @@ final class PoolCore: WorkFeeder, Sendable {
 
     // MARK: - Submitting
 
+    /// Queues a job. `calls` is how many calls it holds and `failures` counts the failed ones in
+    /// a result (a map chunk reports its failed inputs); by default a job is one call that
+    /// failed if it threw.
     func submit<T: Sendable>(
-        timeout: Duration?, deadlineStart: PoolJob.DeadlineStart, body: @escaping @Sendable (PythonContext) throws -> T,
-        completion: @escaping @Sendable (Result<T, any Error>) -> Void
+        options: InterpreterPool.JobOptions, calls: Int = 1, failures: (@Sendable (T) -> Int)? = nil,
+        body: @escaping @Sendable (PythonContext) throws -> T, completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) throws -> PoolJob {
         let (job, handOff) = try state.withLock { state -> (PoolJob, PoolWorker?) in
+            if let failure = state.failure { throw failure }
             guard !state.closed else {
                 throw SubinterpreterError(.interpreterClosed, "the pool is shut down; create a new pool to run more work")
             }
-            let job = PoolJob(id: state.nextID, timeout: timeout, deadlineStart: deadlineStart, body: body, completion: completion)
+            let job = PoolJob(id: state.nextID, options: options, calls: calls, failures: failures, body: body, completion: completion)
             state.nextID += 1
-            // The deadline goes in before any worker can see the job: scheduled after, a job that
-            // already finished would leave its deadline behind until it expired.
-            if let timeout, deadlineStart == .submission {
-                controller.schedule(job, at: .now + timeout, core: self)
+            // Timers go in before any worker can see the job: scheduled after, a job that
+            // already finished would leave them behind until they fired.
+            if let timeout = options.timeout, options.timeoutStart == .submission {
+                controller.schedule(at: .now + timeout, for: job) { [self] in timeOut(job) }
+            }
+            if let limit = options.queueTimeout {
+                controller.schedule(at: .now + limit, for: job) { [self] in queueTimeOut(job) }
             }
             if let worker = state.idle.popLast() {
                 job.worker = worker
@@ -107,23 +134,24 @@ final class PoolCore: WorkFeeder, Sendable {
                 state.dispatched[job.id] = job
                 return (job, worker)
             }
+            job.inQueue = true
+            state.queuedCalls += calls
             state.pending.append(job)
             return (job, nil)
         }
         if let worker = handOff, !worker.thread.submit(work(job, on: worker)) {
             // The worker is ending (only during shutdown): report instead of losing the job.
-            finishUnstarted(job)
+            if job.cancel() != nil {
+                state.withLock {
+                    $0.running -= 1
+                    $0.dispatched[job.id] = nil
+                    $0.cancelled += job.calls
+                    checkDrained(&$0)
+                }
+                job.report(SubinterpreterError(.interpreterClosed, "the pool is shut down; create a new pool to run more work"))
+            }
         }
         return job
-    }
-
-    private func finishUnstarted(_ job: PoolJob) {
-        _ = job.cancel(SubinterpreterError(.interpreterClosed, "the pool is shut down; create a new pool to run more work"))
-        state.withLock {
-            $0.running -= 1
-            $0.dispatched[job.id] = nil
-            resumeDrainedIfIdle(&$0)
-        }
     }
 
     /// The closure a worker runs for `job`.
@@ -143,7 +171,7 @@ final class PoolCore: WorkFeeder, Sendable {
                 return work(job, on: worker)
             }
             state.idle.append(worker)
-            resumeDrainedIfIdle(&state)
+            checkDrained(&state)
             return nil
         }
     }
@@ -154,37 +182,39 @@ final class PoolCore: WorkFeeder, Sendable {
         let thread = worker.thread
         thread.currentJob.store(job.id, ordering: .releasing)
         guard job.start() else {
-            thread.currentJob.store(0, ordering: .releasing)
+            thread.endJob()
             state.withLock {
                 $0.running -= 1
                 $0.dispatched[job.id] = nil
-                resumeDrainedIfIdle(&$0)
+                checkDrained(&$0)
             }
             return
         }
-        if let timeout = job.timeout, job.deadlineStart == .start {
-            controller.schedule(job, at: .now + timeout, core: self)
+        if let timeout = job.options.timeout, job.options.timeoutStart == .start {
+            controller.schedule(at: .now + timeout, for: job) { [self] in timeOut(job) }
         }
         let memoryBefore = configuration.maxMemoryPerWorker == nil ? 0 : statm.residentBytes()
         let started = ContinuousClock.now
-        let (failed, report) = job.run(context)
+        let (failedCalls, report) = job.run(context)
+        thread.endJob()
+        job.options.cleanup?(context)
         let elapsed = ContinuousClock.now - started
-        thread.currentJob.store(0, ordering: .releasing)
-        if job.timeout != nil { controller.unschedule(job) }
-        if job.interruptSent.load(ordering: .acquiring) {
-            thread.clearPendingInterrupt()
-        }
-        let healthy = !failed || context.isHealthy()
+        if job.hasTimers.load(ordering: .acquiring) { controller.unschedule(job) }
+        let healthy = failedCalls == 0 || context.isHealthy()
         let memoryAfter = configuration.maxMemoryPerWorker == nil ? 0 : statm.residentBytes()
         let retire = state.withLock { state -> Bool in
+            // An abandoned worker was already taken out of the pool and its job reported.
+            guard !worker.abandoned else { return false }
             state.running -= 1
             state.dispatched[job.id] = nil
             if job.currentState == .finished {
-                if failed { state.failed += 1 } else { state.completed += 1 }
+                state.completed += job.calls - failedCalls
+                state.failed += failedCalls
             }
             worker.tasks += 1
             worker.busy += elapsed
             worker.memoryGrowth += max(0, memoryAfter - memoryBefore)
+            defer { checkDrained(&state) }
             var reason: String?
             if let limit = configuration.maxTasksPerWorker, worker.tasks >= limit {
                 reason = "it ran \(worker.tasks) tasks"
@@ -198,89 +228,219 @@ final class PoolCore: WorkFeeder, Sendable {
             state.workers[ObjectIdentifier(thread)] = nil
             state.retired.append((worker.index, worker.tasks, worker.busy))
             state.recycled += 1
-            state.replacing += 1
+            state.launching += 1
             logger.debug("recycling worker", metadata: ["worker": "\(worker.index)", "reason": "\(reason)"])
             return true
         }
         report()
-        if retire { replace(worker) }
+        if retire {
+            _ = thread.close {}
+            launchReplacement(index: worker.index, attempt: 0)
+        }
     }
 
-    /// Ends a retiring worker after its current job and starts a fresh interpreter in its place.
+    // MARK: - Replacing workers
+
+    /// The most attempts at starting a replacement when the pool has no worker left; after them
+    /// the pool fails (with more workers alive it keeps retrying, at most every 5 s).
+    static let replacementAttempts = 5
+
+    /// Starts a fresh interpreter for slot `index` (the caller counted it in `launching`).
     /// Queued jobs wait in the shared queue meanwhile; none is dropped.
-    private func replace(_ worker: PoolWorker) {
-        _ = worker.thread.close {}
-        InterpreterThread.launch(runtime: runtime, options: options(index: worker.index), feeder: self) { [self] result in
+    private func launchReplacement(index: Int, attempt: Int) {
+        InterpreterThread.launch(runtime: runtime, options: options(index: index), feeder: self) { [self] result in
             switch result {
             case .success(let thread):
                 let keep = state.withLock { state -> Bool in
-                    state.replacing -= 1
-                    guard !state.closed else { return false }
-                    state.workers[ObjectIdentifier(thread)] = PoolWorker(index: worker.index, thread: thread)
+                    state.launching -= 1
+                    defer { resumeLaunched(&state) }
+                    guard !state.closed, state.failure == nil else { return false }
+                    state.workers[ObjectIdentifier(thread)] = PoolWorker(index: index, thread: thread)
                     return true
                 }
                 if !keep { _ = thread.close {} }
             case .failure(let error):
-                logger.error(
-                    "could not start a replacement worker",
-                    metadata: ["worker": "\(worker.index)", "error": "\(error)"])
-                let orphaned = state.withLock { state -> [PoolJob] in
-                    state.replacing -= 1
-                    guard state.workers.isEmpty, state.replacing == 0 else { return [] }
-                    var jobs: [PoolJob] = []
-                    while let job = state.popPending() { jobs.append(job) }
-                    return jobs
-                }
-                let failure = (error as? SubinterpreterError)
-                    ?? SubinterpreterError(.interpreterCreationFailed, "could not start a worker: \(error)")
-                for job in orphaned { _ = job.cancel(failure) }
+                replacementFailed(index: index, attempt: attempt, error: error)
             }
         }
     }
 
-    // MARK: - Cancelling
+    /// Retries with backoff (0.1 s, doubling, at most 5 s). If no worker is left after
+    /// `replacementAttempts` tries, the pool fails: queued jobs fail with the reason, `submit`
+    /// throws it, and shutdown has nothing left to wait for.
+    private func replacementFailed(index: Int, attempt: Int, error: any Error) {
+        let reason = (error as? SubinterpreterError)?.message ?? "\(error)"
+        let (retryIn, orphaned, failure) = state.withLock { state -> (Duration?, [PoolJob], SubinterpreterError?) in
+            state.launching -= 1
+            defer { resumeLaunched(&state) }
+            guard !state.closed, state.failure == nil else { return (nil, [], nil) }
+            if attempt + 1 >= Self.replacementAttempts && state.workers.isEmpty {
+                let failure = SubinterpreterError(
+                    .interpreterCreationFailed,
+                    "the pool has no worker left: starting a replacement failed \(attempt + 1) times (\(reason)); create a new pool")
+                state.failure = failure
+                var jobs: [PoolJob] = []
+                while let job = state.popPending() { jobs.append(job) }
+                return (nil, jobs, failure)
+            }
+            state.retrying += 1
+            return (min(.milliseconds(100) * (1 << min(attempt, 6)), .seconds(5)), [], nil)
+        }
+        logger.error(
+            "could not start a replacement worker", metadata: ["worker": "\(index)", "attempt": "\(attempt + 1)", "error": "\(reason)"])
+        if let failure {
+            logger.critical("the pool failed: \(failure.message)")
+            let failing = orphaned.filter { $0.cancel() != nil }
+            state.withLock { state in
+                state.failed += failing.reduce(0) { $0 + $1.calls }
+                checkDrained(&state)
+            }
+            for job in failing { job.report(failure) }
+        }
+        guard let retryIn else { return }
+        controller.schedule(at: .now + retryIn) { [self] in
+            let go = state.withLock { state -> Bool in
+                guard !state.closed, state.failure == nil, state.retrying > 0 else { return false }
+                state.retrying -= 1
+                state.launching += 1
+                return true
+            }
+            if go { launchReplacement(index: index, attempt: attempt + 1) }
+        }
+    }
 
-    func cancel(_ job: PoolJob, _ error: SubinterpreterError) {
-        guard let from = job.cancel(error) else { return }
-        state.withLock {
-            if error.code == .timedOut { $0.timedOut += 1 } else { $0.cancelled += 1 }
+    // MARK: - Cancelling, deadlines, abandoning
+
+    /// Cancels a job that has not finished, with the error `error(from)` for the state it was
+    /// in. A running job's Python code is interrupted; if it does not return, it is interrupted
+    /// again and, after `interruptGrace`, its worker is abandoned.
+    func cancel(_ job: PoolJob, _ error: (PoolJob.State) -> SubinterpreterError) {
+        guard let from = job.cancel() else { return }
+        let failure = error(from)
+        state.withLock { state in
+            if job.inQueue {
+                job.inQueue = false
+                state.queuedCalls -= job.calls
+            }
+            switch failure.code {
+            case .timedOut: state.timedOut += job.calls
+            case .queueTimedOut: state.queueTimedOut += job.calls
+            default: state.cancelled += job.calls
+            }
+            checkDrained(&state)
         }
-        if from == .running {
-            controller.interrupt(job)
+        job.report(failure)
+        guard from == .running, let worker = job.worker else { return }
+        worker.thread.requestInterrupt(job: job.id)
+        guard let grace = configuration.interruptGrace else { return }
+        // Again at a quarter, half and three quarters of the grace: code that swallowed one
+        // interrupt in `except BaseException` may not swallow the next.
+        for step in 1...3 {
+            controller.schedule(at: .now + grace * step / 4, for: job) { worker.thread.requestInterrupt(job: job.id) }
         }
+        controller.schedule(at: .now + grace, for: job) { [self] in abandon(job, on: worker) }
+    }
+
+    private func timeOut(_ job: PoolJob) {
+        let limit = job.options.timeout.map { String(format: "%g", $0.timeInterval) } ?? "?"
+        cancel(job) { from in
+            from == .running
+                ? SubinterpreterError(.timedOut, "the call did not finish within its timeout of \(limit) s; its Python code was interrupted")
+                : SubinterpreterError(.timedOut, "the call did not finish within its timeout of \(limit) s; it never started (it waited in the queue)")
+        }
+    }
+
+    private func queueTimeOut(_ job: PoolJob) {
+        guard job.currentState == .queued else { return }
+        let limit = job.options.queueTimeout.map { String(format: "%g", $0.timeInterval) } ?? "?"
+        cancel(job) { _ in
+            SubinterpreterError(
+                .queueTimedOut, "the call waited in the queue for \(limit) s without a free worker; it never started (the pool is overloaded)")
+        }
+    }
+
+    /// Gives up on a worker whose cancelled job has not returned within `interruptGrace`: it is
+    /// blocked in C, or it swallows every interrupt. It leaves the pool at once and a fresh
+    /// interpreter takes its place, so the pool keeps its capacity. It is never joined: if its
+    /// job ever returns, its interpreter ends then. A process may exit with it still running.
+    private func abandon(_ job: PoolJob, on worker: PoolWorker) {
+        let replace = state.withLock { state -> Bool? in
+            guard state.dispatched[job.id] != nil, !worker.abandoned else { return nil }  // it returned
+            worker.abandoned = true
+            state.workers[ObjectIdentifier(worker.thread)] = nil
+            state.dispatched[job.id] = nil
+            state.running -= 1
+            state.abandoned.append(InterpreterPool.AbandonedWorker(index: worker.index, job: job.name))
+            checkDrained(&state)
+            guard !state.closed, state.failure == nil else { return false }
+            state.launching += 1
+            return true
+        }
+        guard let replace else { return }
+        let grace = configuration.interruptGrace.map { String(format: "%g", $0.timeInterval) } ?? "?"
+        let replaced = replace ? "; a fresh interpreter replaces it" : ""
+        logger.warning(
+            "abandoned a worker: its job did not return within \(grace) s of being interrupted (blocked in C, or it swallows the interrupt)\(replaced)",
+            metadata: ["worker": "\(worker.index)", "job": "\(job.name)"])
+        _ = worker.thread.close {}
+        if replace { launchReplacement(index: worker.index, attempt: 0) }
     }
 
     // MARK: - Shutdown
 
-    private func resumeDrainedIfIdle(_ state: inout State) {
-        guard state.running == 0, !state.drained.isEmpty, state.firstQueued() == nil else { return }
+    private func checkDrained(_ state: inout State) {
+        guard state.isIdle, !state.drained.isEmpty else { return }
         let waiters = state.drained
         state.drained = []
         for waiter in waiters { waiter.resume() }
     }
 
-    func shutdown(cancelPending: Bool) async {
+    private func resumeLaunched(_ state: inout State) {
+        guard state.launching == 0, !state.launched.isEmpty else { return }
+        let waiters = state.launched
+        state.launched = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Drops every queued job and interrupts every running one.
+    private func cancelEverything() {
         let doomed = state.withLock { state -> [PoolJob] in
-            state.closed = true
-            guard cancelPending else { return [] }
             var jobs: [PoolJob] = []
             while let job = state.popPending() { jobs.append(job) }
             return jobs + state.dispatched.values
         }
-        let error = SubinterpreterError(.cancelled, "the pool shut down before the call finished")
-        for job in doomed { cancel(job, error) }
-        // Wait until every started job has returned and the queue is empty.
+        for job in doomed {
+            cancel(job) { _ in SubinterpreterError(.cancelled, "the pool shut down before the call finished") }
+        }
+    }
+
+    func shutdown(cancelPending: Bool, gracePeriod: Duration?) async -> [InterpreterPool.AbandonedWorker] {
+        state.withLock { state in
+            state.closed = true
+            state.retrying = 0  // their timers find the pool closed and do nothing
+        }
+        if cancelPending {
+            cancelEverything()
+        } else if let gracePeriod {
+            controller.schedule(at: .now + gracePeriod) { [self] in cancelEverything() }
+        }
+        // Every started job returns or its worker is abandoned; the queue empties.
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
-                if state.running == 0 && state.firstQueued() == nil { return true }
+                if state.isIdle { return true }
                 state.drained.append(continuation)
                 return false
             }
             if done { continuation.resume() }
         }
-        // Wait for replacements being started, so none is left running.
-        while state.withLock({ $0.replacing > 0 }) {
-            try? await Task.sleep(for: .milliseconds(5))
+        // Replacements being created now: wait, so none is left running.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.launching == 0 { return true }
+                state.launched.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
         }
         let workers = state.withLock { state -> [PoolWorker] in
             defer { state.workers = [:]; state.idle = [] }
@@ -296,13 +456,7 @@ final class PoolCore: WorkFeeder, Sendable {
             }
         }
         controller.stop()
-    }
-}
-
-extension PoolCore.State {
-    /// The first pending job still queued (cancelled ones wait to be skipped), without removing it.
-    func firstQueued() -> PoolJob? {
-        pending[pendingHead...].first { $0.currentState == .queued }
+        return state.withLock { $0.abandoned }
     }
 }
 

@@ -1,55 +1,61 @@
 import Foundation
 import Synchronization
 
-/// One unit of pool work: its state machine, its deadline, and how it reports its result.
+/// One unit of pool work: its state machine, its limits, and how it reports its result.
 ///
 /// States: queued → running → finished, or queued/running → cancelled. Whoever wins the
 /// transition out of queued/running reports the result; the loser's result is dropped. A job
-/// cancelled while running keeps its worker busy until the Python code actually stops.
+/// cancelled while running keeps its worker busy until the Python code actually stops (or the
+/// pool abandons that worker).
 final class PoolJob: Sendable {
     enum State: UInt8 {
         case queued, running, finished, cancelled
     }
 
-    enum DeadlineStart: Sendable {
-        /// The deadline counts from submission: a queued job can time out before it starts.
-        case submission
-        /// The deadline counts from when a worker starts the job.
-        case start
-    }
-
     let id: UInt64
-    let timeout: Duration?
-    let deadlineStart: DeadlineStart
+    let options: InterpreterPool.JobOptions
+    /// How many calls the job holds (a map chunk holds one per input), for the pool's counters.
+    let calls: Int
     private let state = Atomic<UInt8>(State.queued.rawValue)
-    /// Set by the controller once `subinterp.CancelledError` was raised in the job's code.
-    let interruptSent = Atomic<Bool>(false)
-    /// Runs the work on a worker's thread; returns whether it failed and how to report the result
-    /// (a no-op if the job was cancelled meanwhile).
-    private let body: @Sendable (PythonContext, PoolJob) -> (failed: Bool, report: @Sendable () -> Void)
+    /// Whether the controller may hold timers for this job (so finishing it must drop them).
+    let hasTimers = Atomic<Bool>(false)
+    /// Runs the work on a worker's thread; returns how many of its calls failed and how to
+    /// report the result (a no-op if the job was cancelled meanwhile). Dropped once it ran, so
+    /// a job that is still referenced (by a `PoolTask`) does not keep its inputs alive. Safe
+    /// without a lock: only `run` reads and clears it, once, on the worker's thread.
+    nonisolated(unsafe) private var body: (@Sendable (PythonContext, PoolJob) -> (failedCalls: Int, report: @Sendable () -> Void))?
     private let fail: @Sendable (any Error) -> Void
-    /// The worker running this job, once dispatched (guarded by the pool's lock).
+    /// The worker running this job, once dispatched (guarded by the pool's lock; read after a
+    /// state transition that follows the dispatch).
     nonisolated(unsafe) var worker: PoolWorker?
+    /// Whether the job sits in the pool's shared queue (guarded by the pool's lock).
+    nonisolated(unsafe) var inQueue = false
 
     init<T: Sendable>(
-        id: UInt64, timeout: Duration?, deadlineStart: DeadlineStart,
+        id: UInt64, options: InterpreterPool.JobOptions, calls: Int, failures: (@Sendable (T) -> Int)?,
         body: @escaping @Sendable (PythonContext) throws -> T,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
         self.id = id
-        self.timeout = timeout
-        self.deadlineStart = deadlineStart
+        self.options = options
+        self.calls = calls
         self.body = { context, job in
             let result = Result { try body(context) }
-            let failed: Bool
-            if case .failure = result { failed = true } else { failed = false }
-            guard job.finish() else { return (failed, {}) }
-            return (failed, { completion(result) })
+            let failedCalls: Int
+            switch result {
+            case .success(let value): failedCalls = failures?(value) ?? 0
+            case .failure: failedCalls = job.calls
+            }
+            guard job.finish() else { return (failedCalls, {}) }
+            return (failedCalls, { completion(result) })
         }
         self.fail = { completion(.failure($0)) }
     }
 
     var currentState: State { State(rawValue: state.load(ordering: .acquiring))! }
+
+    /// What the pool's log calls this job.
+    var name: String { options.label ?? "job \(id)" }
 
     /// queued → running; false if the job was cancelled first.
     func start() -> Bool {
@@ -58,7 +64,11 @@ final class PoolJob: Sendable {
 
     /// Runs the body on the worker's thread. The caller reports the result after its own
     /// bookkeeping, so counters are up to date by the time the submitter sees the result.
-    func run(_ context: PythonContext) -> (failed: Bool, report: @Sendable () -> Void) { body(context, self) }
+    func run(_ context: PythonContext) -> (failedCalls: Int, report: @Sendable () -> Void) {
+        guard let body else { return (0, {}) }
+        self.body = nil
+        return body(context, self)
+    }
 
     /// running → finished; false if the job was cancelled while it ran (its result is dropped).
     private func finish() -> Bool {
@@ -66,16 +76,19 @@ final class PoolJob: Sendable {
     }
 
     /// Cancels the job if it has not finished. Returns the state it was cancelled from
-    /// (`.queued` or `.running`), or nil if it had already finished or been cancelled.
-    func cancel(_ error: SubinterpreterError) -> State? {
+    /// (`.queued` or `.running`), or nil if it had already finished or been cancelled. The
+    /// caller then reports the failure with `report(_:)`, after its bookkeeping.
+    func cancel() -> State? {
         for from in [State.queued, State.running] {
             if state.compareExchange(expected: from.rawValue, desired: State.cancelled.rawValue, ordering: .acquiringAndReleasing).exchanged {
-                fail(error)
                 return from
             }
         }
         return nil
     }
+
+    /// Reports the failure of a job this caller cancelled.
+    func report(_ error: any Error) { fail(error) }
 }
 
 /// A handle to submitted pool work: await its value, or cancel it.
@@ -97,7 +110,7 @@ public struct PoolTask<Value: Sendable>: Sendable {
 
     /// Drops the work if it is still queued, or interrupts its Python code if it is running.
     public func cancel() {
-        pool.cancel(job, SubinterpreterError(.cancelled, "the call was cancelled"))
+        pool.cancel(job) { _ in SubinterpreterError(.cancelled, "the call was cancelled") }
     }
 }
 

@@ -217,8 +217,9 @@ final class MapDriver<Inputs: AsyncSequence> where Inputs.Element == PythonValue
     }
 
     private func cancelInFlight() {
-        let error = SubinterpreterError(.cancelled, "the map was abandoned before this call finished")
-        for (_, entry) in inFlight { pool.core.cancel(entry.job, error) }
+        for (_, entry) in inFlight {
+            pool.core.cancel(entry.job) { _ in SubinterpreterError(.cancelled, "the map was abandoned before this call finished") }
+        }
     }
 
     func next() async throws -> PoolMapItem? {
@@ -238,8 +239,9 @@ final class MapDriver<Inputs: AsyncSequence> where Inputs.Element == PythonValue
             let delivery = await withTaskCancellationHandler {
                 await mailbox.take()
             } onCancel: { [inFlight, pool] in
-                let error = SubinterpreterError(.cancelled, "the map was cancelled")
-                for (_, entry) in inFlight { pool.core.cancel(entry.job, error) }
+                for (_, entry) in inFlight {
+                    pool.core.cancel(entry.job) { _ in SubinterpreterError(.cancelled, "the map was cancelled") }
+                }
             }
             try Task.checkCancellation()
             guard let entry = inFlight.removeValue(forKey: delivery.chunk) else { continue }
@@ -289,7 +291,8 @@ final class MapDriver<Inputs: AsyncSequence> where Inputs.Element == PythonValue
             let (function, star, mailbox, count) = (self.function, self.star, self.mailbox, chunk.count)
             let items = chunk
             let job = try pool.core.submit(
-                timeout: timeout, deadlineStart: .start,
+                options: InterpreterPool.JobOptions(timeout: timeout, timeoutStart: .start), calls: count,
+                failures: { done in done.results.count { if case .failure = $0 { true } else { false } } },
                 body: { context in InterpreterPool.runChunk(context, function: function, inputs: items, star: star) },
                 completion: { result in
                     switch result {

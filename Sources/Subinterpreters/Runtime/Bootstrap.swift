@@ -17,7 +17,10 @@ import subinterp
 # with _datetime: it needs the C datetime's capsule, and refused, zoneinfo falls back to Python.
 _UNSAFE_EXTENSIONS = (
     frozenset({"_datetime", "_zoneinfo"}) if sys.version_info >= (3, 13)
-    else frozenset({"_datetime", "_zoneinfo", "_decimal", "_ctypes", "pyexpat", "_elementtree"}))
+    else frozenset({"_datetime", "_zoneinfo", "_decimal", "_ctypes", "pyexpat", "_elementtree",
+                    # CPython's own test module: its init frees global state a second time
+                    # (double free) when an interpreter runs it before refusing it.
+                    "_testsinglephase"}))
 
 class _RefuseUnsafeExtensions:
     @staticmethod
@@ -31,18 +34,37 @@ sys.meta_path.insert(0, _RefuseUnsafeExtensions)
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
+import importlib as _importlib
+_IMPORTLIB = _importlib.__file__.rpartition("/")[0] + "/"
+
+def _internal_file(filename):
+    """Frames of the host's plumbing and of the import machinery, not the user's code."""
+    return (filename.startswith("<subinterp") or filename.startswith("<frozen importlib._bootstrap")
+            or filename.startswith(_IMPORTLIB))
+
 def _describe(exc):
-    """(type name, message, traceback, module that refused to load in a sub-interpreter or None)."""
+    """(type name, message, traceback, module that refused to load in a sub-interpreter or None,
+    the exception's own frames as (file, line, function) tuples, outermost first). Frames of
+    the host and of importlib are left out of both the traceback and the frames."""
     import traceback, re
     try:
         message = str(exc)
     except Exception:
         message = "<unprintable exception>"
+    frames = []
     try:
         summary = traceback.TracebackException.from_exception(exc)
-        # Frames of this bootstrap are the host's plumbing, not the user's code.
-        summary.stack = traceback.StackSummary.from_list(
-            [frame for frame in summary.stack if frame.filename != "<subinterp bootstrap>"])
+        seen = set()
+        pending = [summary]
+        while pending:
+            current = pending.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            current.stack = traceback.StackSummary.from_list(
+                [frame for frame in current.stack if not _internal_file(frame.filename)])
+            pending += [current.__cause__, current.__context__] + list(getattr(current, "exceptions", None) or [])
+        frames = [(frame.filename, frame.lineno or 0, frame.name) for frame in summary.stack]
         formatted = "".join(summary.format())
     except Exception:
         formatted = ""
@@ -56,7 +78,7 @@ def _describe(exc):
             refused = found.group(1)
             break
         current = current.__cause__ or current.__context__
-    return _qualified_name(type(exc)), message, formatted, refused
+    return _qualified_name(type(exc)), message, formatted, refused, frames
 
 def _resolve(name):
     """The object named by "package.module.attr", "package.module:attr.path" or a __main__ global."""
@@ -127,9 +149,11 @@ class _LineWriter:
         pass
 
     def _drain(self):
+        # A last line without its newline gets one: written as it is, the next line of another
+        # interpreter would continue it.
         if self._pending:
             pending, self._pending = self._pending, b""
-            subinterp._write(self._fd, pending)
+            subinterp._write(self._fd, pending + b"\n")
 
     def fileno(self):
         return self._fd

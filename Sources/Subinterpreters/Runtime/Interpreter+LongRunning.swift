@@ -13,10 +13,7 @@ extension Interpreter {
         let thread = self.thread
         return try await withPython { context in
             thread.currentJob.store(job, ordering: .releasing)
-            defer {
-                thread.currentJob.store(0, ordering: .releasing)
-                thread.clearPendingInterrupt()
-            }
+            defer { thread.endJob() }
             return try body(context)
         }
     }

@@ -22,7 +22,7 @@ public final class Interpreter: Sendable {
     /// Creates an interpreter, starting the runtime with the default installation if needed.
     /// The corresponding C API is `Py_NewInterpreterFromConfig`.
     public init(runtime: PythonRuntime? = nil, options: InterpreterOptions = InterpreterOptions()) async throws {
-        let runtime = try runtime ?? PythonRuntime.start()
+        let runtime = if let runtime { runtime } else { try await PythonRuntime.start() }
         self.runtime = runtime
         self.options = options
         self.thread = try await InterpreterThread.start(runtime: runtime, options: options)
@@ -68,7 +68,21 @@ public final class Interpreter: Sendable {
     }
 
     /// Calls a function by name — `"package.module.function"`, `"package.module:Class.method"`, or
-    /// a global of `__main__` — and returns its result.
+    /// a global of `__main__` — and returns its result. Arguments and keyword values are
+    /// `PythonValue`s, or any `Encodable` Swift value (numbers, strings, arrays, dictionaries,
+    /// your own types), converted with `PythonValueEncoder`:
+    ///
+    /// ```swift
+    /// let xs = [1, 2, 3, 4]
+    /// let result = try await interpreter.call("stats", xs, keywords: ["weights": [1.0, 2.0, 1.0, 1.0]])
+    /// ```
+    public func call<each Argument: Encodable>(
+        _ function: String, _ arguments: repeat each Argument, keywords: KeyValuePairs<String, any Encodable> = [:]
+    ) async throws -> PythonValue {
+        try await call(function, arguments: try PythonValue.arguments(repeat each arguments), keywords: try PythonValue.keywords(keywords))
+    }
+
+    /// Calls a function with `PythonValue` arguments (any mix of literals, queues, buffers).
     public func call(_ function: String, _ arguments: PythonValue..., keywords: KeyValuePairs<String, PythonValue> = [:]) async throws
         -> PythonValue
     {
@@ -82,10 +96,11 @@ public final class Interpreter: Sendable {
 
     /// Calls a function with `Encodable` arguments and decodes its result.
     public func call<Result: Decodable>(
-        _ function: String, arguments: [any Encodable] = [], returning type: Result.Type = Result.self
+        _ function: String, arguments: [any Encodable] = [], keywords: KeyValuePairs<String, any Encodable> = [:],
+        returning type: Result.Type = Result.self
     ) async throws -> Result {
-        let values = try arguments.map { try PythonValueEncoder().encode($0) }
-        let result = try await call(function, arguments: values)
+        let values = try arguments.map { try PythonValue.converting($0) }
+        let result = try await call(function, arguments: values, keywords: try PythonValue.keywords(keywords))
         return try PythonValueDecoder().decode(Result.self, from: result)
     }
 

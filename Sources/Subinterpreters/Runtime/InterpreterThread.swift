@@ -23,6 +23,10 @@ public struct InterpreterOptions: Sendable {
     /// a wake-up when calls come one after another (a caller awaiting each call); it costs CPU
     /// that other threads could use when the cores are busy (a server). Zero turns it off.
     public var idleSpin: Duration = .microseconds(50)
+    /// Python run after `setup`, as `<subinterp loader>`: the tools' own code that loads the
+    /// user's function or app. Its frames are hidden from tracebacks, so a failure reads as the
+    /// user's, and one in `setup` is told apart from one in loading.
+    package var loader: String?
 
     public init(
         workerIndex: Int = 0, workerCount: Int = 1, lineAtomicOutput: Bool = true, path: [String] = [],
@@ -49,7 +53,8 @@ protocol WorkFeeder: AnyObject, Sendable {
 /// `interrupt`, which attaches a short-lived thread state of its own (see there).
 final class InterpreterThread: @unchecked Sendable {
     // Safe: the queue fields are guarded by `condition`; `ending` by `interruptLock`; the
-    // interpreter facts are written once on the thread before `ready` and only read after it.
+    // interpreter facts are written once on the thread before `ready` and only read after it;
+    // the rest are atomics or a Mutex.
     typealias Work = @Sendable (PythonContext) -> Void
 
     private enum Job {
@@ -75,6 +80,10 @@ final class InterpreterThread: @unchecked Sendable {
     private var ending = false
     /// The job running now (0 when none); set by the pool's work around each job.
     let currentJob = Atomic<UInt64>(0)
+    /// Set (under this interpreter's GIL) when an interrupt was delivered for the current job.
+    private let interruptPending = Atomic<Bool>(false)
+    /// Whether an interrupter thread is running, and the job a newer request is for.
+    private let interrupter = Mutex<(running: Bool, pending: UInt64?)>((false, nil))
 
     private init(feeder: (any WorkFeeder)?) {
         self.feeder = feeder
@@ -140,14 +149,44 @@ final class InterpreterThread: @unchecked Sendable {
         return true
     }
 
+    /// Asks for `subinterp.CancelledError` to be raised in the Python code running `job`, if it
+    /// still is. Returns at once: a thread of this worker's own attaches to the interpreter,
+    /// which may take as long as the worker holds its GIL (a long C call), so the caller (the
+    /// pool's controller) never waits on it. Requests made while one is in flight are coalesced
+    /// into one more attempt after it, which is what repeating an interrupt needs.
+    func requestInterrupt(job: UInt64) {
+        let start = interrupter.withLock { state -> Bool in
+            state.pending = job
+            if state.running { return false }
+            state.running = true
+            return true
+        }
+        guard start else { return }
+        let thread = Thread { [self] in
+            while let job = interrupter.withLock({ state -> UInt64? in
+                guard let job = state.pending else {
+                    state.running = false
+                    return nil
+                }
+                state.pending = nil
+                return job
+            }) {
+                _ = interrupt(job: job)
+            }
+        }
+        thread.name = "python-interrupt"
+        thread.stackSize = 512 << 10
+        thread.start()
+    }
+
     /// Raises `subinterp.CancelledError` in the Python code running `job` on this interpreter,
-    /// if it still is. Called from another thread (the pool's controller), which attaches a
-    /// thread state of its own to this interpreter, waiting for its GIL (at most about one
-    /// switch interval of running Python), sets the asynchronous exception for the interpreter's
-    /// thread, and deletes its thread state again. The corresponding C API is
-    /// `PyThreadState_SetAsyncExc`, which only reaches threads of the current interpreter.
-    /// `condition` is checked again once this thread holds the interpreter's GIL, when the
-    /// interpreter's own thread is paused; the exception is only set if it still holds.
+    /// if it still is. Called from another thread, which attaches a thread state of its own to
+    /// this interpreter, waiting for its GIL (at most about one switch interval of running
+    /// Python, but as long as a C call that holds the GIL runs), sets the asynchronous exception
+    /// for the interpreter's thread, and deletes its thread state again. The corresponding C
+    /// API is `PyThreadState_SetAsyncExc`, which only reaches threads of the current
+    /// interpreter. `condition` is checked again once this thread holds the interpreter's GIL,
+    /// when the interpreter's own thread is paused; the exception is only set if it still holds.
     /// Returns whether the exception was set.
     func interrupt(job: UInt64, when condition: () -> Bool = { true }) -> Bool {
         interruptLock.lock()
@@ -157,21 +196,30 @@ final class InterpreterThread: @unchecked Sendable {
         else { return false }
         cpy_PyEval_RestoreThread(controller)
         var sent = false
+        // Under this interpreter's GIL: the worker reads `currentJob` and `interruptPending`
+        // while holding it, so it sees either the job still running and the flag set, or no job.
         if currentJob.load(ordering: .acquiring) == job, condition() {
             sent = cpy_PyThreadState_SetAsyncExc(threadIdent, type) == 1
             // A wait on a subinterp.Queue is not Python bytecode; end it too.
             cpy_thread_cancel_wait(threadIdent)
+            interruptPending.store(true, ordering: .releasing)
         }
         cpy_PyThreadState_Clear(controller)
         cpy_PyThreadState_DeleteCurrent()
         return sent
     }
 
-    /// Drops an asynchronous exception that arrived too late for the job it was meant for.
-    /// Call on this thread, between jobs.
-    func clearPendingInterrupt() {
-        _ = cpy_PyThreadState_SetAsyncExc(threadIdent, nil)
-        cpy_thread_clear_cancel(threadIdent)
+    /// Marks the end of the current job. Call on this thread, holding the GIL, right after the
+    /// job's code returned: from then on no interrupt can land (an interrupter checks
+    /// `currentJob` under the same GIL), and one that landed but found no Python code to raise
+    /// in (the job returned from C straight to Swift) is dropped here, together with the
+    /// queue-wait cancellation sent with it, so it reaches neither cleanup code nor the next job.
+    func endJob() {
+        currentJob.store(0, ordering: .releasing)
+        if interruptPending.exchange(false, ordering: .acquiringAndReleasing) {
+            _ = cpy_PyThreadState_SetAsyncExc(threadIdent, nil)
+            cpy_thread_clear_cancel(threadIdent)
+        }
     }
 
     private func take(wait: Bool) -> Job? {
@@ -311,5 +359,6 @@ final class InterpreterThread: @unchecked Sendable {
         try context.setMain(setup)
         try context.exec(code, filename: "<subinterp setup>")
         if let user = options.setup { try context.exec(user, filename: "<setup>") }
+        if let loader = options.loader { try context.exec(loader, filename: "<subinterp loader>") }
     }
 }

@@ -76,6 +76,10 @@ public struct PythonInstallation: Sendable, Hashable, CustomStringConvertible {
             executable = found
         }
         executable = URL(fileURLWithPath: executable).standardizedFileURL.path
+        guard fm.isExecutableFile(atPath: executable) else {
+            throw SubinterpreterError(
+                .pythonNotFound, "\(source): \(path) is not a Python executable; name a python executable or a virtual environment")
+        }
         if let venv = virtualEnvironment(of: executable) {
             return try fromVirtualEnvironment(venv, executable: executable, source: source)
         }

@@ -39,9 +39,38 @@ public final class PythonRuntime: Sendable {
     /// The running runtime, if one was started.
     public static var current: PythonRuntime? { shared.withLock { $0 } }
 
-    /// Starts the runtime with `installation`, or with `PythonInstallation.find()` when nil.
-    /// Starting again returns the running runtime; asking for another installation once one runs
-    /// is an error (one libpython per process).
+    /// Starts the runtime with `installation`, or with `PythonInstallation.find()` when nil, and
+    /// waits without blocking a Swift concurrency thread: finding Python (which may run it),
+    /// loading it and initializing it happen on a thread of their own. Starting again returns
+    /// the running runtime; asking for another installation once one runs is an error (one
+    /// libpython per process).
+    @discardableResult
+    public static func start(_ installation: PythonInstallation? = nil) async throws -> PythonRuntime {
+        if installation == nil, let running = current { return running }
+        return try await onOwnThread { try start(installation) }
+    }
+
+    /// Starts the runtime with the Python named by `explicit` (a path, as `--python` takes), or
+    /// the default one, finding it on the same thread of its own as the rest of the start.
+    package static func start(explicit: String?) async throws -> PythonRuntime {
+        if explicit == nil, let running = current { return running }
+        return try await onOwnThread { try start(PythonInstallation.find(explicit: explicit)) }
+    }
+
+    /// Runs blocking work on a new thread and waits for it without blocking a Swift
+    /// concurrency thread. Starting Python happens once per process, so a thread each time is
+    /// cheaper than any pool.
+    static func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try body() }) }
+            thread.name = "python-start"
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
+    /// Starts the runtime as above, blocking the calling thread until Python is initialized.
+    /// For callers that are not async; from async code use the async `start`.
     @discardableResult
     public static func start(_ installation: PythonInstallation? = nil) throws -> PythonRuntime {
         try shared.withLock { running in

@@ -4,13 +4,34 @@ public struct PythonException: Sendable, Hashable, CustomStringConvertible {
     public var typeName: String
     /// `str(exception)`.
     public var message: String
-    /// The formatted traceback, as `traceback.format_exception` prints it, chained exceptions included.
+    /// The formatted traceback, as `traceback.format_exception` prints it, chained exceptions
+    /// included. Frames of this library's own Python and of the import machinery are left out.
     public var traceback: String
+    /// Where the exception was raised: its own frames (not those of chained exceptions),
+    /// outermost first, without this library's and the import machinery's.
+    public var frames: [Frame]
 
-    public init(typeName: String, message: String, traceback: String) {
+    /// One frame of a traceback.
+    public struct Frame: Sendable, Hashable, CustomStringConvertible {
+        /// The file name as Python reports it (`<string>`, `<setup>` for code given as text).
+        public var filename: String
+        public var line: Int
+        public var function: String
+
+        public init(filename: String, line: Int, function: String) {
+            self.filename = filename
+            self.line = line
+            self.function = function
+        }
+
+        public var description: String { "\(filename), line \(line), in \(function)" }
+    }
+
+    public init(typeName: String, message: String, traceback: String, frames: [Frame] = []) {
         self.typeName = typeName
         self.message = message
         self.traceback = traceback
+        self.frames = frames
     }
 
     public var description: String { message.isEmpty ? typeName : "\(typeName): \(message)" }
@@ -30,6 +51,7 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
             case invalidArgument = "invalid argument"
             case cancelled = "cancelled"
             case timedOut = "timed out"
+            case queueTimedOut = "queue timed out"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -55,6 +77,8 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
         public static let cancelled = Code(.cancelled)
         /// The call ran past its deadline.
         public static let timedOut = Code(.timedOut)
+        /// The call waited in a pool's queue past its `queueTimeout` and never ran (overload).
+        public static let queueTimedOut = Code(.queueTimedOut)
 
         public var description: String { base.rawValue }
     }

@@ -175,6 +175,8 @@ public final class PythonContext {
             if cpy_PyErr_Occurred() != nil { throw takeError() }
             return nil
         }
+        cpy_incref(object)  // borrowed from __main__, which code run while converting may change
+        defer { cpy_decref(object) }
         return try fromPython(object)
     }
 
@@ -295,7 +297,18 @@ public final class PythonContext {
             guard let object = cpy_PyTuple_GetItem(description, i), cpy_type(object) == cpy_unicode_type() else { return nil }
             return string(object)
         }
-        let python = PythonException(typeName: item(0) ?? "Exception", message: item(1) ?? "", traceback: item(2) ?? "")
+        var frames: [PythonException.Frame] = []
+        if let list = cpy_PyTuple_GetItem(description, 4), cpy_type(list) == cpy_list_type() {
+            for i in 0..<cpy_PyList_Size(list) {
+                guard let frame = cpy_PyList_GetItem(list, i), cpy_type(frame) == cpy_tuple_type(),
+                    let file = cpy_PyTuple_GetItem(frame, 0).flatMap(string), let line = cpy_PyTuple_GetItem(frame, 1),
+                    let function = cpy_PyTuple_GetItem(frame, 2).flatMap(string)
+                else { continue }
+                frames.append(PythonException.Frame(filename: file, line: cpy_PyLong_AsLong(line), function: function))
+            }
+        }
+        cpy_PyErr_Clear()
+        let python = PythonException(typeName: item(0) ?? "Exception", message: item(1) ?? "", traceback: item(2) ?? "", frames: frames)
         return .raised(python, incompatibleModule: item(3))
     }
 
@@ -437,26 +450,28 @@ public final class PythonContext {
             cpy_PyErr_Clear()
         } else if type == cpy_bytes_type() {
             return .bytes(try bytes(object))
-        } else if type == cpy_list_type() {
-            let count = cpy_PyList_Size(object)
+        } else if type == cpy_list_type() || type == cpy_tuple_type() {
+            // Converting an element can run Python code (pickling calls `__reduce__`) that changes
+            // or frees this list: walk a snapshot that holds every element (ENCODING.md,
+            // "Snapshots"). A tuple cannot change, and whoever passed it holds it.
+            let isList = type == cpy_list_type()
+            let snapshot = isList ? try own(cpy_PyList_AsTuple(object)) : object
+            defer { if isList { cpy_decref(snapshot) } }
+            let count = cpy_PyTuple_Size(snapshot)
             var items: [PythonValue] = []
             items.reserveCapacity(count)
-            for i in 0..<count { items.append(try fromPython(cpy_PyList_GetItem(object, i)!, depth: depth + 1)) }
-            return .list(items)
-        } else if type == cpy_tuple_type() {
-            let count = cpy_PyTuple_Size(object)
-            var items: [PythonValue] = []
-            items.reserveCapacity(count)
-            for i in 0..<count { items.append(try fromPython(cpy_PyTuple_GetItem(object, i)!, depth: depth + 1)) }
-            return .tuple(items)
+            for i in 0..<count { items.append(try fromPython(cpy_PyTuple_GetItem(snapshot, i)!, depth: depth + 1)) }
+            return isList ? .list(items) : .tuple(items)
         } else if type == cpy_dict_type() {
+            let pairs = try own(cpy_PyDict_Items(object))  // a snapshot of (key, value) tuples, as above
+            defer { cpy_decref(pairs) }
+            let count = cpy_PyList_Size(pairs)
             var items: [(key: PythonValue, value: PythonValue)] = []
-            items.reserveCapacity(cpy_PyDict_Size(object))
-            var position = 0
-            var key: OpaquePointer?
-            var value: OpaquePointer?
-            while cpy_PyDict_Next(object, &position, &key, &value) != 0 {
-                items.append((try fromPython(key!, depth: depth + 1), try fromPython(value!, depth: depth + 1)))
+            items.reserveCapacity(count)
+            for i in 0..<count {
+                let pair = cpy_PyList_GetItem(pairs, i)!
+                items.append((try fromPython(cpy_PyTuple_GetItem(pair, 0)!, depth: depth + 1),
+                              try fromPython(cpy_PyTuple_GetItem(pair, 1)!, depth: depth + 1)))
             }
             return .dict(items)
         }
@@ -495,6 +510,14 @@ public final class PythonObject {
     public func attribute(_ name: String) throws -> PythonObject {
         context.assertOnThread()
         return PythonObject(owning: try context.own(cpy_PyObject_GetAttrString(pointer, name)), context: context)
+    }
+
+    /// Calls the object with `Encodable` Swift values (see `Interpreter.call`); the result stays
+    /// a Python object.
+    public func call<each Argument: Encodable>(
+        _ arguments: repeat each Argument, keywords: KeyValuePairs<String, any Encodable> = [:]
+    ) throws -> PythonObject {
+        try call(arguments: try PythonValue.arguments(repeat each arguments), keywords: try PythonValue.keywords(keywords))
     }
 
     /// Calls the object with values; the result stays a Python object.

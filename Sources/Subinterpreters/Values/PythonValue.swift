@@ -159,3 +159,33 @@ extension PythonValue: CustomStringConvertible {
         }
     }
 }
+
+// MARK: - Arguments from ordinary Swift values
+
+extension PythonValue {
+    /// The value for an `Encodable` Swift value: itself if it is a `PythonValue`, else what
+    /// `PythonValueEncoder` makes of it (an array a `list`, a dictionary a `dict`, a struct a
+    /// `dict` of its fields). The common scalar types skip the encoder.
+    static func converting(_ value: any Encodable) throws -> PythonValue {
+        switch value {
+        case let value as PythonValue: return value
+        case let value as String: return .string(value)
+        case let value as Int: return .int(BigInt(value))
+        case let value as Double: return .float(value)
+        case let value as Bool: return .bool(value)
+        default: return try PythonValueEncoder().encode(value)
+        }
+    }
+
+    /// Positional arguments from a parameter pack of `Encodable` values.
+    static func arguments<each Argument: Encodable>(_ values: repeat each Argument) throws -> [PythonValue] {
+        var result: [PythonValue] = []
+        for value in repeat each values { result.append(try converting(value)) }
+        return result
+    }
+
+    /// Keyword arguments from `Encodable` values, in the order given.
+    static func keywords(_ pairs: KeyValuePairs<String, any Encodable>) throws -> [(String, PythonValue)] {
+        try pairs.map { ($0.key, try converting($0.value)) }
+    }
+}
