@@ -388,8 +388,9 @@ def test_ctrl_c_interrupts_a_wait_in_result_and_the_call_can_be_cancelled(tmp_pa
             pool = InterpreterPoolExecutor(max_workers=1)
             future = pool.submit(helpers.announce_then_spin, "ctrl-c")
             subinterp.queue("ctrl-c").get(timeout=60)
-            print("waiting", flush=True)
             try:
+                # Inside the try: the signal may land as soon as the line is out.
+                print("waiting", flush=True)
                 future.result()
             except KeyboardInterrupt:
                 print("interrupted; cancelled:", future.cancel(), flush=True)

@@ -468,6 +468,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// response ends it.
     private func write(_ buffers: [ByteBuffer], endsResponse: Bool) {
         guard let context else { return }
+        if endsResponse, let held = responding?.reserved, held > 0 {
+            // The app is done with the request's body once its response ends. Given back before
+            // the last bytes go out, so a client that has read the response finds the budget
+            // free on its next request (after the write completed, it might not yet).
+            server.bodyBudget.release(held)
+            responding?.reserved = 0
+        }
         let sliceSize = 64 << 10
         var untracked = 0
         for (index, buffer) in buffers.enumerated() {
