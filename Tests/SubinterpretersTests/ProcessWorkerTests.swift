@@ -276,6 +276,38 @@ print(codec.encode(fractions.Fraction(1, 3))[9:].hex())
         await pool.shutdown()
     }
 
+    /// An interrupt meant for one call that the child could not take before that call returned
+    /// (here SIGUSR1 is blocked, so it stays pending) must not cancel the next call on that
+    /// worker: the child raises only for the call the host named.
+    @Test func aLateInterruptNeverReachesTheNextCall() async throws {
+        let pool = try await pool {
+            $0.workers = 1
+            $0.setup = """
+                import os, signal
+                def hold():
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+                    signal.sigtimedwait({signal.SIGUSR1}, 60)  # the host's interrupt; 60 s is a failure bound only
+                    os.kill(os.getpid(), signal.SIGUSR1)  # pending again, and still blocked
+                    return "held"
+                def release():
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+                    for _ in range(1000):
+                        pass
+                    return "released"
+                """
+        }
+        do {
+            _ = try await pool.call("hold", timeout: .milliseconds(200))
+            Issue.record("hold returned before its timeout")
+        } catch let error as SubinterpreterError {
+            #expect(error.code == .timedOut)
+        }
+        // Runs once `hold` returned, on the same process, with the old interrupt still pending.
+        #expect(try await pool.call("release") == .string("released"))
+        #expect(pool.statistics.abandoned == 0)
+        await pool.shutdown()
+    }
+
     @Test func maxTasksPerWorkerRecyclesTheProcess() async throws {
         let pool = try await pool {
             $0.workers = 1
