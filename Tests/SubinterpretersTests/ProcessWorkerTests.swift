@@ -246,6 +246,25 @@ print(codec.encode(fractions.Fraction(1, 3))[9:].hex())
         await pool.shutdown()
     }
 
+    /// A child killed while it waits for work (the OOM killer, an operator) is replaced at
+    /// once, not when the next call finds it gone, and that call never sees the death.
+    @Test func aChildKilledWhileIdleIsReplacedAtOnce() async throws {
+        let log = CollectedLog()
+        let pool = try await pool({ $0.workers = 1 }, logger: log.logger)
+        guard case .int(let pid) = try await pool.call("os.getpid") else {
+            Issue.record("os.getpid gave no int")
+            return
+        }
+        #expect(kill(pid_t(pid), SIGKILL) == 0)
+        await waitUntil("the idle worker's replacement") {
+            log.all.contains { $0.contains("a worker process died of SIGKILL (signal 9) while idle; starting a fresh one") }
+        }
+        let next = try await pool.call("os.getpid")
+        #expect(next != .int(pid))
+        #expect(pool.statistics.failed == 0)
+        await pool.shutdown()
+    }
+
     @Test func aTimeoutInterruptsThePythonInTheChildAndItsFinallyRuns() async throws {
         let marker = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-finally-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: marker) }

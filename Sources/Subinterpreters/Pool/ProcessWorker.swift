@@ -14,8 +14,10 @@ protocol ProcessWorkFeeder: AnyObject, Sendable {
 /// A pool worker that is a child Python process: the pool's `PythonInstallation` running
 /// python/subinterp/_process_worker.py, which runs calls by name in its main interpreter, one at
 /// a time, so every extension module loads. One thread of this process per worker sends it
-/// each call and waits for the answer with blocking reads (no polling: the thread has nothing
-/// else to do while its child works); its queue works like an `InterpreterThread`'s.
+/// each call and waits for the answer with blocking reads (the thread has nothing else to do
+/// while its child works). Between calls it sleeps in `poll` on its wake-up socket and the
+/// child's socket, so it hears of new work and of a child that died while idle at once; its
+/// queue works like an `InterpreterThread`'s.
 ///
 /// The child is spawned with `posix_spawn` (never `fork()` of this multithreaded process) with
 /// fd 3 a Unix stream socket for requests and answers (a socket rather than two pipes: `send`
@@ -29,8 +31,8 @@ protocol ProcessWorkFeeder: AnyObject, Sendable {
 /// Python type name is the signal's (`SIGSEGV`) or `WorkerExited`. If the fresh one cannot
 /// start, the worker reports itself unhealthy and the pool replaces it (with its back-off).
 final class ProcessWorker: @unchecked Sendable {
-    // Safe: the queue fields are guarded by `condition`; `channel` is set once before the thread
-    // reports ready; the rest are atomics.
+    // Safe: the queue is a Mutex; `channel` is set once on the worker's thread before it
+    // reports ready, and read by others only after that; the rest are atomics or constants.
     typealias Work = @Sendable (ProcessChannel) -> Void
 
     private enum Job {
@@ -38,17 +40,27 @@ final class ProcessWorker: @unchecked Sendable {
         case end(@Sendable () -> Void)
     }
 
-    /// NSCondition rather than a Mutex: the worker's thread must block until work arrives.
-    private let condition = NSCondition()
-    private var jobs: [Job] = []
-    private var accepting = true
-    private var feeder: (any ProcessWorkFeeder)?
+    private struct Queue {
+        var jobs: [Job] = []
+        var accepting = true
+        var feeder: (any ProcessWorkFeeder)?
+        /// The worker's thread is in (or about to enter) `poll`: the next job must wake it.
+        var sleeping = false
+        /// The wake-up socket pair (read end, write end); -1 once the thread ended.
+        var wake: (Int32, Int32)
+    }
+
+    private let queue: Mutex<Queue>
     private(set) var channel: ProcessChannel!
     /// The job running now (0 when none), as for `InterpreterThread.currentJob`.
     let currentJob = Atomic<UInt64>(0)
 
     private init(feeder: (any ProcessWorkFeeder)?) {
-        self.feeder = feeder
+        var pair: [Int32] = [-1, -1]
+        // Close-on-exec in one call; if it fails, `poll` ignores -1 and submit writes nothing,
+        // and the worker falls back to finding work only through its feeder.
+        _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair)
+        queue = Mutex(Queue(feeder: feeder, wake: (pair[0], pair[1])))
     }
 
     /// Starts the worker's thread, which spawns the child and runs its setup; `ready` gets the
@@ -86,24 +98,31 @@ final class ProcessWorker: @unchecked Sendable {
 
     /// Queues work; false if the worker is closed or closing.
     func submit(_ work: @escaping Work) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard accepting else { return false }
-        jobs.append(.work(work))
-        condition.signal()
-        return true
+        enqueue(.work(work), closing: false)
     }
 
     /// Stops taking work; the child ends after the work already queued, then `done` runs.
     func close(_ done: @escaping @Sendable () -> Void) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard accepting else { return false }
-        accepting = false
-        feeder = nil
-        jobs.append(.end(done))
-        condition.signal()
-        return true
+        enqueue(.end(done), closing: true)
+    }
+
+    private func enqueue(_ job: Job, closing: Bool) -> Bool {
+        queue.withLock { queue in
+            guard queue.accepting else { return false }
+            if closing {
+                queue.accepting = false
+                queue.feeder = nil
+            }
+            queue.jobs.append(job)
+            if queue.sleeping {
+                queue.sleeping = false
+                // Under the lock, so the thread cannot have closed the socket meanwhile. One
+                // byte, never blocking: a full socket already holds a wake-up.
+                var byte: UInt8 = 1
+                _ = Glibc.send(queue.wake.1, &byte, 1, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            }
+            return true
+        }
     }
 
     /// Raises `subinterp.CancelledError` in the call running `job` in the child, if it still
@@ -122,20 +141,42 @@ final class ProcessWorker: @unchecked Sendable {
         currentJob.store(0, ordering: .releasing)
     }
 
+    /// The next job of this worker's own queue. With `wait`, sleeps in `poll` until one comes,
+    /// replacing the child meanwhile if it dies (it writes only in answer to a request, so its
+    /// socket turning readable between calls means it is gone).
     private func take(wait: Bool) -> Job? {
-        condition.lock()
-        defer { condition.unlock() }
-        while jobs.isEmpty {
+        while true {
+            let (job, wakeFD) = queue.withLock { queue -> (Job?, Int32) in
+                if !queue.jobs.isEmpty { return (queue.jobs.removeFirst(), -1) }
+                if wait { queue.sleeping = true }
+                return (nil, queue.wake.0)
+            }
+            if let job { return job }
             guard wait else { return nil }
-            condition.wait()
+            var entries = [
+                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: channel.socket ?? -1, events: Int16(POLLIN), revents: 0),
+            ]
+            guard poll(&entries, 2, -1) > 0 else { continue }  // EINTR
+            if entries[0].revents != 0 {
+                var drain = [UInt8](repeating: 0, count: 64)
+                _ = Glibc.recv(wakeFD, &drain, drain.count, Int32(MSG_DONTWAIT))
+            }
+            if entries[1].revents != 0 { channel.replaceIfDead() }
         }
-        return jobs.removeFirst()
     }
 
     private var currentFeeder: (any ProcessWorkFeeder)? {
-        condition.lock()
-        defer { condition.unlock() }
-        return feeder
+        queue.withLock { $0.feeder }
+    }
+
+    /// The thread ends: nothing may wake it any more.
+    private func closeWakeSocket() {
+        queue.withLock { queue in
+            Glibc.close(queue.wake.0)
+            Glibc.close(queue.wake.1)
+            queue.wake = (-1, -1)
+        }
     }
 
     private func main() {
@@ -153,6 +194,7 @@ final class ProcessWorker: @unchecked Sendable {
                 work(channel)
             case .end(let done):
                 channel.shutDown()
+                closeWakeSocket()
                 done()
                 return
             }
@@ -191,6 +233,9 @@ final class ProcessChannel: @unchecked Sendable {
 
     /// Whether a child runs and can take calls.
     var isHealthy: Bool { child.withLock { $0 != nil } }
+
+    /// The socket of the child that runs now, if any.
+    var socket: Int32? { child.withLock { $0?.socket } }
 
     /// The child's resident memory (/proc/PID/statm), 0 if unknown.
     func residentBytes() -> Int {
@@ -322,13 +367,15 @@ final class ProcessChannel: @unchecked Sendable {
         }
     }
 
-    /// On the worker's thread, before each job: a child that died while idle is replaced.
+    /// On the worker's thread, between jobs: a child that died while idle is reaped and, unless
+    /// the pool gave up on this worker, replaced.
     func replaceIfDead() {
-        guard !killed.load(ordering: .acquiring), let socket = child.withLock({ $0?.socket }) else { return }
+        guard let socket = child.withLock({ $0?.socket }) else { return }
         // The child writes only in answer to a request: readable or hung up now means it is gone.
         var entry = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
         guard poll(&entry, 1, 0) > 0 else { return }
         let status = reap(kill: true)
+        guard !killed.load(ordering: .acquiring) else { return }
         logger.warning("a worker process \(Self.describe(status)) while idle; starting a fresh one",
                        metadata: ["worker": "\(options.workerIndex)"])
         respawn()
