@@ -26,7 +26,7 @@ struct Map: AsyncParsableCommand {
     @OptionGroup var python: PythonOptions
     @Argument(help: "The function, as MODULE:FUNCTION or MODULE.FUNCTION.") var function: String
     @Option(name: .short, parsing: .unconditional, help: "Workers, interpreters or processes (default: CPU count).") var j: Int?
-    @Option(help: "interpreters, processes or auto (default auto): what a worker is; see above.")
+    @Option(help: "interpreters, processes or auto: what a worker is; see above.")
     var isolation: String = "auto"
     @Option(help: "Read lines from this file instead of stdin.") var input: String?
     @Option(help: "Write lines to this file instead of stdout.") var output: String?

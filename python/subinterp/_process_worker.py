@@ -266,9 +266,15 @@ def _qualified_name(kind):
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
+import importlib as _importlib
+
+_IMPORTLIB = _importlib.__file__.rpartition("/")[0] + "/"
+
+
 def _internal_file(filename):
-    return filename.startswith("<subinterp") or filename.startswith("<frozen importlib._bootstrap") \
-        or "/importlib/" in filename
+    """Frames of this worker and of the import machinery, not the user's code."""
+    return (filename.startswith("<subinterp") or filename.startswith("<frozen importlib._bootstrap")
+            or filename.startswith(_IMPORTLIB))
 
 
 def _describe(exc):

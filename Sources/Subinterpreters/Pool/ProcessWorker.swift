@@ -207,8 +207,7 @@ final class ProcessWorker: @unchecked Sendable {
 /// `kill` come from any thread and reach only the child that runs now (the pid is used only
 /// while that child is not yet reaped, so a signal never reaches a recycled pid).
 final class ProcessChannel: @unchecked Sendable {
-    // Safe: `child` is guarded by its Mutex; the rest is set in init, or used only by the
-    // worker's thread (`nextRequest`).
+    // Safe: `child` is guarded by its Mutex, the flags are atomics, the rest is set in init.
     private struct Child {
         var pid: pid_t
         var socket: Int32
@@ -223,7 +222,6 @@ final class ProcessChannel: @unchecked Sendable {
     private let killed = Atomic<Bool>(false)
     /// The job an interrupt was asked for (so a chunk stops instead of going on in a new child).
     private let interrupted = Atomic<UInt64>(0)
-    private var nextRequest: UInt64 = 1 << 62
 
     fileprivate init(executable: String, options: InterpreterOptions, logger: Logger) {
         self.executable = executable

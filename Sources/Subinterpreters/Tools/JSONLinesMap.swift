@@ -30,6 +30,8 @@ package enum JSONLinesMap {
 
     /// Starts a pool whose workers run `setup` (the user's `--setup`), then resolve `function`
     /// and define the per-line wrapper (failing at once if the function cannot be imported).
+    /// The workers are interpreters or processes as `isolation` says (`--isolation`); the
+    /// wrapper is the same Python in both.
     package static func makePool(
         function: String, star: Bool, workers: Int, setup: String?, timeout: Duration?, path: [String], runtime: PythonRuntime,
         isolation: InterpreterPool.Isolation = .interpreters, logger: Logger? = nil
