@@ -327,6 +327,53 @@ print(codec.encode(fractions.Fraction(1, 3))[9:].hex())
         await pool.shutdown()
     }
 
+    /// The job options hold for processes: a queue timeout fails a call that waited too long
+    /// without running it, and is counted as such; the label and the start-counted timeout too.
+    @Test func jobOptionsHoldForProcesses() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-fifo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fifo = directory.appendingPathComponent("gate").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let pool = try await pool {
+            $0.workers = 1
+            $0.setup = "def wait_for(path):\n    with open(path) as gate:\n        return gate.read()\n"
+        }
+        // Holds the only worker until the test writes to the FIFO.
+        let holder = try pool.submit("wait_for", arguments: [.string(fifo)], options: .init(label: "holder"))
+        let starved = try pool.submit(
+            "len", arguments: [.string("never")], options: .init(timeout: .milliseconds(100), timeoutStart: .start, queueTimeout: .milliseconds(200)))
+        do {
+            _ = try await starved.value
+            Issue.record("a call ran although it waited past its queue timeout")
+        } catch let error as SubinterpreterError {
+            #expect(error.code == .queueTimedOut)
+        }
+        let writer = open(fifo, O_WRONLY)
+        #expect(writer >= 0)
+        _ = "open".withCString { write(writer, $0, 4) }
+        close(writer)
+        #expect(try await holder.value == .string("open"))
+        let statistics = pool.statistics
+        #expect(statistics.queueTimedOut == 1 && statistics.completed == 1 && statistics.timedOut == 0, "\(statistics)")
+        await pool.shutdown()
+    }
+
+    @Test func maxMemoryPerWorkerRecyclesTheProcessByItsOwnMemory() async throws {
+        let pool = try await pool {
+            $0.workers = 1
+            $0.maxMemoryPerWorker = 32 << 20
+            $0.setup = "kept = []\ndef grow(mib):\n    kept.append(b\"\\x01\" * (mib << 20))\n    import os\n    return os.getpid()\n"
+        }
+        let first = try await pool.call("grow", 1)
+        #expect(try await pool.call("grow", 1) == first)  // 1 MiB more is under the limit
+        let big = try await pool.call("grow", 64)
+        #expect(big == first)
+        #expect(try await pool.call("grow", 1) != first)  // the 64 MiB one was recycled
+        #expect(pool.statistics.recycled == 1)
+        await pool.shutdown()
+    }
+
     @Test func maxTasksPerWorkerRecyclesTheProcess() async throws {
         let pool = try await pool {
             $0.workers = 1

@@ -273,9 +273,17 @@ public final class InterpreterPool: Service, Sendable {
     public func submit(
         _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], timeout: Duration? = nil
     ) throws -> PoolTask<PythonValue> {
+        try submit(function, arguments: arguments, keywords: keywords, options: JobOptions(timeout: timeout))
+    }
+
+    /// Submits a call by name with its own limits (and, for interpreters, cleanup): the form
+    /// of `submit(options:_:)` that a pool of processes runs too.
+    public func submit(
+        _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], options: JobOptions
+    ) throws -> PoolTask<PythonValue> {
         let promise = Promise<PythonValue>()
         let job = try core.submit(
-            options: resolved(JobOptions(timeout: timeout)), body: { try $0.call(function, arguments, keywords: keywords) },
+            options: resolved(options), body: { try $0.call(function, arguments, keywords: keywords) },
             remote: { channel, job in try channel.call(function, arguments, keywords: keywords, job: job) },
             completion: { promise.resolve($0) })
         return PoolTask(job: job, promise: promise, pool: core)
