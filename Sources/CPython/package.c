@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,10 @@ static const char cpy_source_executor[] = {
 static const char cpy_source_importer[] = {
 #embed "../../python/subinterp/_importer.py" suffix(, )
     0};
+// Not a module of the package: the program a pool's worker process runs (see package.h).
+static const char cpy_source_process_worker[] = {
+#embed "../../python/subinterp/_process_worker.py" suffix(, )
+    0};
 #pragma clang diagnostic pop
 
 static const struct {
@@ -44,6 +49,12 @@ static const struct {
 };
 
 static char *cpy_directory = NULL;
+
+const char *cpy_process_worker_source(void) { return cpy_source_process_worker; }
+
+int cpy_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
 
 void cpy_package_set_directory(const char *directory) {
     free(cpy_directory);

@@ -5,7 +5,7 @@ import Subinterpreters
 
 struct Map: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Call a Python function on every line of JSON input, in parallel sub-interpreters.",
+        abstract: "Call a Python function on every line of JSON input, in parallel sub-interpreters or worker processes.",
         discussion: """
             Reads JSON lines (stdin by default), calls FUNCTION with each value (--star spreads a JSON \
             array as positional arguments), and writes one JSON line per input, in input order, each as \
@@ -13,11 +13,21 @@ struct Map: AsyncParsableCommand {
             place as {"error": {"line": N, "type": ..., "message": ..., "traceback": ...}} and the exit \
             status is 1. The current directory is on sys.path, so local modules import. Memory stays \
             bounded however long the input is.
+
+            --isolation says what a worker is. interpreters: an isolated sub-interpreter of this process \
+            (cheapest; extension modules without sub-interpreter support, such as numpy or orjson, refuse \
+            to load). processes: a child Python process running one call at a time, so every extension \
+            module loads; values are copied through pipes, and a crash costs only that process: its line \
+            gets an error record whose type is the signal (SIGSEGV) and a fresh process takes over. auto \
+            (the default): interpreters, unless the function or --setup imports an extension module that \
+            refuses them; then one warning says so and processes are used.
             """)
 
     @OptionGroup var python: PythonOptions
     @Argument(help: "The function, as MODULE:FUNCTION or MODULE.FUNCTION.") var function: String
-    @Option(name: .short, parsing: .unconditional, help: "Worker interpreters (default: CPU count).") var j: Int?
+    @Option(name: .short, parsing: .unconditional, help: "Workers, interpreters or processes (default: CPU count).") var j: Int?
+    @Option(help: "interpreters, processes or auto: what a worker is; see above.")
+    var isolation: String = "auto"
     @Option(help: "Read lines from this file instead of stdin.") var input: String?
     @Option(help: "Write lines to this file instead of stdout.") var output: String?
     @Flag(help: "Spread each JSON array as positional arguments.") var star = false
@@ -33,6 +43,9 @@ struct Map: AsyncParsableCommand {
             if timeout < 0 { throw ValidationError("--timeout must be a positive number of seconds; \(String(format: "%g", timeout)) is negative") }
             if !(timeout > 0) { throw ValidationError("--timeout must be a positive number of seconds") }
         }
+        if Self.isolations[isolation] == nil {
+            throw ValidationError("--isolation must be interpreters, processes or auto")
+        }
         if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -40,6 +53,8 @@ struct Map: AsyncParsableCommand {
             throw ValidationError("give the function as MODULE:FUNCTION, e.g. `subinterp map mymodule:transform`")
         }
     }
+
+    static let isolations: [String: InterpreterPool.Isolation] = ["interpreters": .interpreters, "processes": .processes, "auto": .auto]
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .warning
@@ -71,7 +86,8 @@ struct Map: AsyncParsableCommand {
             pool = try await JSONLinesMap.makePool(
                 function: function, star: star, workers: j ?? SystemInfo.cpuCount, setup: setup,
                 timeout: timeout.map { .milliseconds(Int($0 * 1000)) },
-                path: [FileManager.default.currentDirectoryPath], runtime: runtime, logger: logger)
+                path: [FileManager.default.currentDirectoryPath], runtime: runtime, isolation: Self.isolations[isolation] ?? .auto,
+                logger: logger)
         } catch let error as SubinterpreterError {
             let failure = LoadFailure(error, loading: function, setup: .option("--setup"))
             printError(failure.summary)

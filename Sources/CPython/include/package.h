@@ -5,6 +5,8 @@
 
 #include "cpython.h"
 
+#include <spawn.h>
+
 /// Where the package is on disk, when the host is the extension module of a pip-installed
 /// package (its directory); NULL (the default) serves the Python sources built into this binary.
 /// Call once, before any interpreter is created.
@@ -12,6 +14,14 @@ void cpy_package_set_directory(const char *directory);
 
 /// The directory that holds this binary (the extension module), or NULL. Found with `dladdr`.
 const char *cpy_package_binary_directory(void);
+
+/// The source of python/subinterp/_process_worker.py, NUL-terminated: the loop a pool's worker
+/// process runs (`Pool/ProcessWorker.swift` passes it to `python -c`).
+const char *cpy_process_worker_source(void);
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc >= 2.34, a GNU extension Swift's Glibc
+/// module does not declare): the spawned worker process gets no descriptor from `from` on.
+int cpy_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 
 /// In the current interpreter (its GIL held): puts this binary's `subinterp._core` into
 /// `sys.modules`, so that every interpreter uses the same native code and C state (never a

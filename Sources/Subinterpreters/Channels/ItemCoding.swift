@@ -6,21 +6,41 @@ import CPython
 enum ItemCoding {
     static func encode(_ value: PythonValue) throws -> OpaquePointer {
         var bytes: [UInt8] = []
-        var retained: [() -> Void] = []
+        var retained: [() -> Void]? = []
         do {
             try write(value, into: &bytes, retained: &retained, depth: 0)
         } catch {
-            for undo in retained { undo() }
+            for undo in retained ?? [] { undo() }
             throw error
         }
         guard let item = bytes.withUnsafeBufferPointer({ cpy_item_create($0.baseAddress, $0.count) }) else {
-            for undo in retained { undo() }
+            for undo in retained ?? [] { undo() }
             throw SubinterpreterError(.runtimeFailed, "out of memory encoding a value")
         }
         return item
     }
 
-    private static func write(_ value: PythonValue, into bytes: inout [UInt8], retained: inout [() -> Void], depth: Int) throws {
+    /// The item's bytes, for a value that leaves this process (to a pool's worker process):
+    /// queues and shared buffers live in this process's memory and cannot go with it.
+    static func encodeBytes(_ value: PythonValue) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        var noHandles: [() -> Void]? = nil
+        try write(value, into: &bytes, retained: &noHandles, depth: 0)
+        return bytes
+    }
+
+    /// The value of an item's bytes from another process (which never holds queues or buffers).
+    static func decodeBytes(_ bytes: UnsafeBufferPointer<UInt8>) throws -> PythonValue {
+        var offset = 0
+        let value = try read(bytes, &offset, handles: false)
+        guard offset == bytes.count else {
+            throw SubinterpreterError(.runtimeFailed, "corrupt item from a worker process (bytes after the value)")
+        }
+        return value
+    }
+
+    /// `retained` collects how to undo each handle's reference; nil refuses handles.
+    private static func write(_ value: PythonValue, into bytes: inout [UInt8], retained: inout [() -> Void]?, depth: Int) throws {
         guard depth < 512 else {
             throw SubinterpreterError(.invalidArgument, "value nested more than 512 levels deep; flatten it or pass it pickled")
         }
@@ -58,15 +78,18 @@ enum ItemCoding {
                 try write(key, into: &bytes, retained: &retained, depth: depth + 1)
                 try write(item, into: &bytes, retained: &retained, depth: depth + 1)
             }
+        case .queue where retained == nil, .buffer where retained == nil:
+            throw SubinterpreterError(
+                .invalidArgument, "a subinterp.Queue or SharedBuffer cannot go to a worker process; it lives in this process's memory")
         case .queue(let queue):
             tag("Q")
             cpy_queue_retain(queue.handle)
-            retained.append { cpy_queue_release(queue.handle) }
+            retained?.append { cpy_queue_release(queue.handle) }
             withUnsafeBytes(of: UInt(bitPattern: UnsafeRawPointer(queue.handle))) { bytes.append(contentsOf: $0) }
         case .buffer(let buffer):
             tag("B")
             cpy_buffer_retain(buffer.handle)
-            retained.append { cpy_buffer_release(buffer.handle) }
+            retained?.append { cpy_buffer_release(buffer.handle) }
             withUnsafeBytes(of: UInt(bitPattern: UnsafeRawPointer(buffer.handle))) { bytes.append(contentsOf: $0) }
         }
     }
@@ -77,14 +100,14 @@ enum ItemCoding {
         let data = UnsafeBufferPointer(start: cpy_item_data(item), count: cpy_item_size(item))
         var offset = 0
         defer { cpy_item_free(item) }
-        let value = try read(data, &offset)
+        let value = try read(data, &offset, handles: true)
         guard offset == data.count else {
             throw SubinterpreterError(.runtimeFailed, "corrupt item in a queue (bytes after the value)")
         }
         return value
     }
 
-    private static func read(_ data: UnsafeBufferPointer<UInt8>, _ offset: inout Int) throws -> PythonValue {
+    private static func read(_ data: UnsafeBufferPointer<UInt8>, _ offset: inout Int, handles: Bool) throws -> PythonValue {
         func corrupt() -> SubinterpreterError { SubinterpreterError(.runtimeFailed, "corrupt item in a queue") }
         func word() throws -> UInt64 {
             guard offset + 8 <= data.count else { throw corrupt() }
@@ -128,15 +151,16 @@ enum ItemCoding {
             let count = try count(1)
             var items: [PythonValue] = []
             items.reserveCapacity(count)
-            for _ in 0..<count { items.append(try read(data, &offset)) }
+            for _ in 0..<count { items.append(try read(data, &offset, handles: handles)) }
             return tag == "l" ? .list(items) : .tuple(items)
         case "d":
             let count = try count(2)
             var items: [(key: PythonValue, value: PythonValue)] = []
             items.reserveCapacity(count)
-            for _ in 0..<count { items.append((try read(data, &offset), try read(data, &offset))) }
+            for _ in 0..<count { items.append((try read(data, &offset, handles: handles), try read(data, &offset, handles: handles))) }
             return .dict(items)
         case "Q", "B":
+            guard handles else { throw corrupt() }
             guard let pointer = OpaquePointer(bitPattern: UInt(truncatingIfNeeded: try word())) else { throw corrupt() }
             // A reference of the value's own; the item's is dropped when the item is freed.
             if tag == "Q" {

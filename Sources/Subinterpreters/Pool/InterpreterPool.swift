@@ -9,6 +9,10 @@ import Synchronization
 /// a call that is cancelled or passes its deadline is interrupted *while it runs*:
 /// `subinterp.CancelledError` is raised inside its Python code and the worker carries on.
 ///
+/// With `isolation: .processes` the workers are child Python processes instead (see
+/// `Isolation`): every extension module loads there, at the cost of copying values through
+/// pipes.
+///
 /// ```swift
 /// let pool = try await InterpreterPool(configuration: .init(setup: "import math"))
 /// let root = try await pool.call("math.sqrt", 2.0)
@@ -16,19 +20,41 @@ import Synchronization
 /// await pool.shutdown()
 /// ```
 public final class InterpreterPool: Service, Sendable {
+    /// What a worker is.
+    public enum Isolation: Sendable, Hashable {
+        /// An isolated sub-interpreter of this process with its own GIL, on its own thread: the
+        /// cheapest calls, values converted in memory; extension modules without
+        /// sub-interpreter support (numpy, orjson, pydantic-core, …) refuse to load.
+        case interpreters
+        /// A child Python process (the runtime's own executable, a virtual environment's when
+        /// one was chosen) running calls in its main interpreter, one at a time: every
+        /// extension module loads, and a crash costs only that process, which is replaced.
+        /// Values are copied through a socket in the item encoding; only calls by name can run
+        /// (`submit(_:arguments:)`, `call`, `map`), not Swift closures. A job's `cleanup` does
+        /// not apply; `subinterp.Queue` and `SharedBuffer` cannot be passed.
+        case processes
+        /// Interpreters, unless loading `setup` (or the tools' loader) fails because an extension
+        /// module refuses sub-interpreters: then one warning is logged and the workers are
+        /// processes. Decided once, when the pool starts: import what you need in `setup`.
+        case auto
+    }
+
     public struct Configuration: Sendable {
-        /// How many workers (interpreters). Default: the CPU count.
+        /// How many workers (interpreters or processes). Default: the CPU count.
         public var workers: Int
+        /// What a worker is. Default: `.interpreters`.
+        public var isolation: Isolation = .interpreters
         /// Python statements run in each worker's `__main__` as it starts, the initializer. If they
         /// raise, the pool does not start and the error carries their traceback.
         public var setup: String?
         /// Directories put in front of `sys.path` in every worker.
         public var path: [String]
-        /// After this many tasks a worker is replaced by a fresh interpreter.
+        /// After this many tasks a worker is replaced by a fresh interpreter (or process).
         public var maxTasksPerWorker: Int?
         /// When the process's resident memory grew by this many bytes while a worker ran its
         /// tasks, that worker is replaced. Approximate: growth while several workers run at once
-        /// is counted for each of them.
+        /// is counted for each of them. For a worker process, the growth of that process's own
+        /// resident memory (/proc/PID/statm), exact.
         public var maxMemoryPerWorker: Int?
         /// The deadline of calls that give none. Default: none.
         public var timeout: Duration?
@@ -83,7 +109,7 @@ public final class InterpreterPool: Service, Sendable {
         public var timedOut: Int
         /// Calls that waited in the queue past their `queueTimeout` and never ran.
         public var queueTimedOut: Int
-        /// Workers replaced by a fresh interpreter after `maxTasksPerWorker` or `maxMemoryPerWorker`.
+        /// Workers replaced by a fresh one after `maxTasksPerWorker` or `maxMemoryPerWorker`.
         public var recycled: Int
         /// Workers given up on because a cancelled job did not return (see `interruptGrace`).
         public var abandoned: Int
@@ -143,7 +169,10 @@ public final class InterpreterPool: Service, Sendable {
     let core: PoolCore
     private let isShutDown = Mutex(false)
 
-    /// Starts `configuration.workers` interpreters in parallel and runs the setup in each.
+    /// What the workers turned out to be: `.interpreters` or `.processes` (never `.auto`).
+    public var isolation: Isolation { core.processes ? .processes : .interpreters }
+
+    /// Starts `configuration.workers` workers in parallel and runs the setup in each.
     public init(configuration: Configuration = Configuration(), runtime: PythonRuntime? = nil, logger: Logger? = nil) async throws {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "a pool needs at least 1 worker (got \(configuration.workers))")
@@ -151,33 +180,44 @@ public final class InterpreterPool: Service, Sendable {
         let runtime = if let runtime { runtime } else { try await PythonRuntime.start() }
         // A library logs only where it is told to: without a logger, nothing is printed.
         let logger = logger ?? Logger(label: "subinterpreters.pool", factory: { _ in SwiftLogNoOpLogHandler() })
-        let core = PoolCore(configuration: configuration, runtime: runtime, logger: logger)
         self.configuration = configuration
-        self.core = core
-        let started = await withTaskGroup(of: (Int, Result<InterpreterThread, any Error>).self) { group in
-            for index in 0..<configuration.workers {
+        do {
+            core = try await Self.startWorkers(
+                PoolCore(configuration: configuration, runtime: runtime, logger: logger, processes: configuration.isolation == .processes))
+        } catch let error as SubinterpreterError where configuration.isolation == .auto && error.code == .incompatibleExtensionModule {
+            let module = error.moduleName ?? "an extension module"
+            let workers = configuration.workers
+            logger.warning(
+                "extension module '\(module)' does not support sub-interpreters: runs in \(workers) worker processes, one call at a time each; values are copied through pipes")
+            core = try await Self.startWorkers(PoolCore(configuration: configuration, runtime: runtime, logger: logger, processes: true))
+        }
+        logger.info("pool started", metadata: ["workers": "\(configuration.workers)", "isolation": "\(core.processes ? "processes" : "interpreters")"])
+    }
+
+    /// Starts every worker of `core` in parallel; if one fails, ends the others and throws its error.
+    private static func startWorkers(_ core: PoolCore) async throws -> PoolCore {
+        let count = core.configuration.workers
+        let started = await withTaskGroup(of: (Int, Result<WorkerHost, any Error>).self) { group in
+            for index in 0..<count {
                 group.addTask {
-                    do {
-                        return (index, .success(try await InterpreterThread.start(runtime: runtime, options: core.options(index: index), feeder: core)))
-                    } catch {
-                        return (index, .failure(error))
-                    }
+                    (index, await withCheckedContinuation { continuation in core.launch(index: index) { continuation.resume(returning: $0) } })
                 }
             }
-            var all: [(Int, Result<InterpreterThread, any Error>)] = []
+            var all: [(Int, Result<WorkerHost, any Error>)] = []
             for await result in group { all.append(result) }
             return all.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        let threads = started.compactMap { try? $0.get() }
+        let hosts = started.compactMap { try? $0.get() }
         if let failure = started.lazy.compactMap({ result -> (any Error)? in
             if case .failure(let error) = result { return error }
             return nil
         }).first {
-            for thread in threads {
+            for host in hosts {
                 await withCheckedContinuation { continuation in
-                    if !thread.close({ continuation.resume() }) { continuation.resume() }
+                    if !host.close({ continuation.resume() }) { continuation.resume() }
                 }
             }
+            core.controller.stop()
             if let error = failure as? SubinterpreterError {
                 throw SubinterpreterError(
                     error.code, "the pool could not start: a worker failed to set up: \(error.message)",
@@ -186,11 +226,8 @@ public final class InterpreterPool: Service, Sendable {
             throw failure
         }
         // Workers were started before the pool knew them; register each, then let it look for work.
-        for (index, thread) in threads.enumerated() {
-            core.add(thread, index: index)
-            _ = thread.submit { _ in }
-        }
-        logger.info("pool started", metadata: ["workers": "\(configuration.workers)"])
+        for (index, host) in hosts.enumerated() { core.add(host, index: index) }
+        return core
     }
 
     // MARK: - Calls
@@ -218,7 +255,7 @@ public final class InterpreterPool: Service, Sendable {
     public func call(
         _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], timeout: Duration? = nil
     ) async throws -> PythonValue {
-        try await withWorker(timeout: timeout) { try $0.call(function, arguments, keywords: keywords) }
+        try await submit(function, arguments: arguments, keywords: keywords, timeout: timeout).value
     }
 
     /// Calls a function with `Encodable` arguments and decodes its result.
@@ -236,10 +273,24 @@ public final class InterpreterPool: Service, Sendable {
     public func submit(
         _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], timeout: Duration? = nil
     ) throws -> PoolTask<PythonValue> {
-        try submit(timeout: timeout) { try $0.call(function, arguments, keywords: keywords) }
+        try submit(function, arguments: arguments, keywords: keywords, options: JobOptions(timeout: timeout))
     }
 
-    /// Submits any work on a worker's thread (see `Interpreter.withPython`).
+    /// Submits a call by name with its own limits (and, for interpreters, cleanup): the form
+    /// of `submit(options:_:)` that a pool of processes runs too.
+    public func submit(
+        _ function: String, arguments: [PythonValue], keywords: [(String, PythonValue)] = [], options: JobOptions
+    ) throws -> PoolTask<PythonValue> {
+        let promise = Promise<PythonValue>()
+        let job = try core.submit(
+            options: resolved(options), body: { try $0.call(function, arguments, keywords: keywords) },
+            remote: { channel, job in try channel.call(function, arguments, keywords: keywords, job: job) },
+            completion: { promise.resolve($0) })
+        return PoolTask(job: job, promise: promise, pool: core)
+    }
+
+    /// Submits any work on a worker's thread (see `Interpreter.withPython`). A pool of
+    /// processes throws `.invalidArgument`: a closure cannot run in another process.
     public func submit<T: Sendable>(timeout: Duration? = nil, _ body: @escaping @Sendable (PythonContext) throws -> T) throws -> PoolTask<T> {
         try submit(options: JobOptions(timeout: timeout), body)
     }

@@ -2,11 +2,43 @@ import Foundation
 import Logging
 import Synchronization
 
-/// One worker of a pool: an interpreter thread and its accounting (guarded by the pool's lock).
+/// What runs a pool worker's jobs: an interpreter of this process, or a worker process.
+enum WorkerHost: Sendable {
+    case interpreter(InterpreterThread)
+    case process(ProcessWorker)
+
+    /// The key of the worker in the pool's table.
+    var id: ObjectIdentifier {
+        switch self {
+        case .interpreter(let thread): ObjectIdentifier(thread)
+        case .process(let process): ObjectIdentifier(process)
+        }
+    }
+
+    /// Stops taking work; ends after the work already queued, then `done` runs. False if it
+    /// was already closing.
+    func close(_ done: @escaping @Sendable () -> Void) -> Bool {
+        switch self {
+        case .interpreter(let thread): thread.close(done)
+        case .process(let process): process.close(done)
+        }
+    }
+
+    /// Raises `subinterp.CancelledError` in the Python code running `job`, if it still is.
+    func requestInterrupt(job: UInt64) {
+        switch self {
+        case .interpreter(let thread): thread.requestInterrupt(job: job)
+        case .process(let process): process.requestInterrupt(job: job)
+        }
+    }
+}
+
+/// One worker of a pool: an interpreter thread or a worker process, and its accounting
+/// (guarded by the pool's lock).
 final class PoolWorker: @unchecked Sendable {
     // Safe: every mutable field is read and written under `PoolCore.state`'s lock.
     let index: Int
-    let thread: InterpreterThread
+    let host: WorkerHost
     var tasks = 0
     var busy: Duration = .zero
     var memoryGrowth = 0
@@ -14,15 +46,15 @@ final class PoolWorker: @unchecked Sendable {
     /// Given up on: its job did not return after its interrupt (see `PoolCore.abandon`).
     var abandoned = false
 
-    init(index: Int, thread: InterpreterThread) {
+    init(index: Int, host: WorkerHost) {
         self.index = index
-        self.thread = thread
+        self.host = host
     }
 }
 
 /// The shared state of an `InterpreterPool`: the queue of jobs, the workers, and the counters.
-/// It is the `WorkFeeder` its workers pull from.
-final class PoolCore: WorkFeeder, Sendable {
+/// It is the `WorkFeeder` (or `ProcessWorkFeeder`) its workers pull from.
+final class PoolCore: WorkFeeder, ProcessWorkFeeder, Sendable {
     struct State {
         /// Queued jobs from `pendingHead` on; slots before it are nil, so a job that left the
         /// queue (and the inputs its closure holds) is not kept alive by it.
@@ -82,11 +114,25 @@ final class PoolCore: WorkFeeder, Sendable {
     let logger: Logger
     let controller = PoolController()
     private let statm = StatmReader()
+    /// Whether the workers are processes (`.processes`, or `.auto` after an interpreter refused).
+    let processes: Bool
 
-    init(configuration: InterpreterPool.Configuration, runtime: PythonRuntime, logger: Logger) {
+    init(configuration: InterpreterPool.Configuration, runtime: PythonRuntime, logger: Logger, processes: Bool) {
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger
+        self.processes = processes
+    }
+
+    /// Starts the worker for slot `index` (an interpreter or a process); `ready` gets it.
+    func launch(index: Int, ready: @escaping @Sendable (Result<WorkerHost, any Error>) -> Void) {
+        if processes {
+            ProcessWorker.launch(executable: runtime.installation.executable, options: options(index: index), feeder: self, logger: logger) {
+                ready($0.map { .process($0) })
+            }
+        } else {
+            InterpreterThread.launch(runtime: runtime, options: options(index: index), feeder: self) { ready($0.map { .interpreter($0) }) }
+        }
     }
 
     func options(index: Int) -> InterpreterOptions {
@@ -98,27 +144,42 @@ final class PoolCore: WorkFeeder, Sendable {
         return options
     }
 
-    /// Adds a started worker; it then pulls work itself.
-    func add(_ thread: InterpreterThread, index: Int) {
-        let worker = PoolWorker(index: index, thread: thread)
-        state.withLock { $0.workers[ObjectIdentifier(thread)] = worker }
+    /// Adds a started worker; it then pulls work itself once `wake` runs.
+    func add(_ host: WorkerHost, index: Int) {
+        let worker = PoolWorker(index: index, host: host)
+        state.withLock { $0.workers[host.id] = worker }
+        switch host {
+        case .interpreter(let thread): _ = thread.submit { _ in }
+        case .process(let process): _ = process.submit { _ in }
+        }
     }
 
     // MARK: - Submitting
 
     /// Queues a job. `calls` is how many calls it holds and `failures` counts the failed ones in
     /// a result (a map chunk reports its failed inputs); by default a job is one call that
-    /// failed if it threw.
+    /// failed if it threw. `remote` runs the job in a worker process; a job without it (a
+    /// closure) is refused by a pool of processes.
     func submit<T: Sendable>(
         options: InterpreterPool.JobOptions, calls: Int = 1, failures: (@Sendable (T) -> Int)? = nil,
-        body: @escaping @Sendable (PythonContext) throws -> T, completion: @escaping @Sendable (Result<T, any Error>) -> Void
+        body: @escaping @Sendable (PythonContext) throws -> T, remote: (@Sendable (ProcessChannel, UInt64) throws -> T)? = nil,
+        completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) throws -> PoolJob {
+        if processes {
+            guard remote != nil else { throw ProcessWorker.closureRefused() }
+            guard options.cleanup == nil else {
+                throw SubinterpreterError(
+                    .invalidArgument,
+                    "a job's cleanup needs a PythonContext, and this pool's workers are processes; drop the cleanup or use isolation .interpreters")
+            }
+        }
         let (job, handOff) = try state.withLock { state -> (PoolJob, PoolWorker?) in
             if let failure = state.failure { throw failure }
             guard !state.closed else {
                 throw SubinterpreterError(.interpreterClosed, "the pool is shut down; create a new pool to run more work")
             }
-            let job = PoolJob(id: state.nextID, options: options, calls: calls, failures: failures, body: body, completion: completion)
+            let job = PoolJob(
+                id: state.nextID, options: options, calls: calls, failures: failures, body: body, remote: remote, completion: completion)
             state.nextID += 1
             // Timers go in before any worker can see the job: scheduled after, a job that
             // already finished would leave them behind until they fired.
@@ -139,7 +200,7 @@ final class PoolCore: WorkFeeder, Sendable {
             state.pending.append(job)
             return (job, nil)
         }
-        if let worker = handOff, !worker.thread.submit(work(job, on: worker)) {
+        if let worker = handOff, !dispatch(job, to: worker) {
             // The worker is ending (only during shutdown): report instead of losing the job.
             if job.cancel() != nil {
                 state.withLock {
@@ -154,21 +215,34 @@ final class PoolCore: WorkFeeder, Sendable {
         return job
     }
 
-    /// The closure a worker runs for `job`.
-    private func work(_ job: PoolJob, on worker: PoolWorker) -> InterpreterThread.Work {
-        { [self] context in execute(job, on: worker, context) }
+    /// Queues `job` on `worker`'s own queue; false if the worker is ending.
+    private func dispatch(_ job: PoolJob, to worker: PoolWorker) -> Bool {
+        switch worker.host {
+        case .interpreter(let thread): thread.submit { [self] context in execute(job, on: worker, .interpreter(context)) }
+        case .process(let process): process.submit { [self] channel in execute(job, on: worker, .process(channel)) }
+        }
     }
 
     // MARK: - WorkFeeder
 
     func nextWork(for thread: InterpreterThread) -> InterpreterThread.Work? {
-        state.withLock { state -> InterpreterThread.Work? in
-            guard let worker = state.workers[ObjectIdentifier(thread)], !worker.retiring else { return nil }
+        guard let (job, worker) = nextJob(for: ObjectIdentifier(thread)) else { return nil }
+        return { [self] context in execute(job, on: worker, .interpreter(context)) }
+    }
+
+    func nextWork(for process: ProcessWorker) -> ProcessWorker.Work? {
+        guard let (job, worker) = nextJob(for: ObjectIdentifier(process)) else { return nil }
+        return { [self] channel in execute(job, on: worker, .process(channel)) }
+    }
+
+    private func nextJob(for host: ObjectIdentifier) -> (PoolJob, PoolWorker)? {
+        state.withLock { state -> (PoolJob, PoolWorker)? in
+            guard let worker = state.workers[host], !worker.retiring else { return nil }
             if let job = state.popPending() {
                 job.worker = worker
                 state.running += 1
                 state.dispatched[job.id] = job
-                return work(job, on: worker)
+                return (job, worker)
             }
             state.idle.append(worker)
             checkDrained(&state)
@@ -178,11 +252,24 @@ final class PoolCore: WorkFeeder, Sendable {
 
     // MARK: - Running (on the worker's thread)
 
-    private func execute(_ job: PoolJob, on worker: PoolWorker, _ context: PythonContext) {
-        let thread = worker.thread
-        thread.currentJob.store(job.id, ordering: .releasing)
+    private func execute(_ job: PoolJob, on worker: PoolWorker, _ site: WorkerSite) {
+        let endJob: () -> Void
+        switch worker.host {
+        case .interpreter(let thread):
+            thread.currentJob.store(job.id, ordering: .releasing)
+            endJob = thread.endJob
+        case .process(let process):
+            process.currentJob.store(job.id, ordering: .releasing)
+            endJob = process.endJob
+        }
+        // Memory is this process's for an interpreter, the child's for a worker process.
+        let residentBytes: () -> Int
+        switch site {
+        case .interpreter: residentBytes = statm.residentBytes
+        case .process(let channel): residentBytes = channel.residentBytes
+        }
         guard job.start() else {
-            thread.endJob()
+            endJob()
             state.withLock {
                 $0.running -= 1
                 $0.dispatched[job.id] = nil
@@ -193,15 +280,22 @@ final class PoolCore: WorkFeeder, Sendable {
         if let timeout = job.options.timeout, job.options.timeoutStart == .start {
             controller.schedule(at: .now + timeout, for: job) { [self] in timeOut(job) }
         }
-        let memoryBefore = configuration.maxMemoryPerWorker == nil ? 0 : statm.residentBytes()
+        let memoryBefore = configuration.maxMemoryPerWorker == nil ? 0 : residentBytes()
         let started = ContinuousClock.now
-        let (failedCalls, report) = job.run(context)
-        thread.endJob()
-        job.options.cleanup?(context)
+        let (failedCalls, report) = job.run(site)
+        endJob()
+        let healthy: Bool
+        switch site {
+        case .interpreter(let context):
+            job.options.cleanup?(context)
+            healthy = failedCalls == 0 || context.isHealthy()
+        case .process(let channel):
+            // A child that died was replaced at once; unhealthy only if that failed.
+            healthy = channel.isHealthy
+        }
         let elapsed = ContinuousClock.now - started
         if job.hasTimers.load(ordering: .acquiring) { controller.unschedule(job) }
-        let healthy = failedCalls == 0 || context.isHealthy()
-        let memoryAfter = configuration.maxMemoryPerWorker == nil ? 0 : statm.residentBytes()
+        let memoryAfter = configuration.maxMemoryPerWorker == nil ? 0 : residentBytes()
         let retire = state.withLock { state -> Bool in
             // An abandoned worker was already taken out of the pool and its job reported.
             guard !worker.abandoned else { return false }
@@ -221,11 +315,11 @@ final class PoolCore: WorkFeeder, Sendable {
             } else if let limit = configuration.maxMemoryPerWorker, worker.memoryGrowth > limit {
                 reason = "its memory grew by \(worker.memoryGrowth >> 20) MiB"
             } else if !healthy {
-                reason = "its interpreter can no longer run code"
+                reason = processes ? "its worker process could not be restarted" : "its interpreter can no longer run code"
             }
             guard let reason, !state.closed else { return false }
             worker.retiring = true
-            state.workers[ObjectIdentifier(thread)] = nil
+            state.workers[worker.host.id] = nil
             state.retired.append((worker.index, worker.tasks, worker.busy))
             state.recycled += 1
             state.launching += 1
@@ -234,7 +328,7 @@ final class PoolCore: WorkFeeder, Sendable {
         }
         report()
         if retire {
-            _ = thread.close {}
+            _ = worker.host.close {}
             launchReplacement(index: worker.index, attempt: 0)
         }
     }
@@ -245,20 +339,20 @@ final class PoolCore: WorkFeeder, Sendable {
     /// the pool fails (with more workers alive it keeps retrying, at most every 5 s).
     static let replacementAttempts = 5
 
-    /// Starts a fresh interpreter for slot `index` (the caller counted it in `launching`).
+    /// Starts a fresh worker for slot `index` (the caller counted it in `launching`).
     /// Queued jobs wait in the shared queue meanwhile; none is dropped.
     private func launchReplacement(index: Int, attempt: Int) {
-        InterpreterThread.launch(runtime: runtime, options: options(index: index), feeder: self) { [self] result in
+        launch(index: index) { [self] result in
             switch result {
-            case .success(let thread):
+            case .success(let host):
                 let keep = state.withLock { state -> Bool in
                     state.launching -= 1
                     defer { resumeLaunched(&state) }
                     guard !state.closed, state.failure == nil else { return false }
-                    state.workers[ObjectIdentifier(thread)] = PoolWorker(index: index, thread: thread)
+                    state.workers[host.id] = PoolWorker(index: index, host: host)
                     return true
                 }
-                if !keep { _ = thread.close {} }
+                if !keep { _ = host.close {} }
             case .failure(let error):
                 replacementFailed(index: index, attempt: attempt, error: error)
             }
@@ -331,12 +425,12 @@ final class PoolCore: WorkFeeder, Sendable {
         }
         job.report(failure)
         guard from == .running, let worker = job.worker else { return }
-        worker.thread.requestInterrupt(job: job.id)
+        worker.host.requestInterrupt(job: job.id)
         guard let grace = configuration.interruptGrace else { return }
         // Again at a quarter, half and three quarters of the grace: code that swallowed one
         // interrupt in `except BaseException` may not swallow the next.
         for step in 1...3 {
-            controller.schedule(at: .now + grace * step / 4, for: job) { worker.thread.requestInterrupt(job: job.id) }
+            controller.schedule(at: .now + grace * step / 4, for: job) { worker.host.requestInterrupt(job: job.id) }
         }
         controller.schedule(at: .now + grace, for: job) { [self] in abandon(job, on: worker) }
     }
@@ -367,7 +461,7 @@ final class PoolCore: WorkFeeder, Sendable {
         let replace = state.withLock { state -> Bool? in
             guard state.dispatched[job.id] != nil, !worker.abandoned else { return nil }  // it returned
             worker.abandoned = true
-            state.workers[ObjectIdentifier(worker.thread)] = nil
+            state.workers[worker.host.id] = nil
             state.dispatched[job.id] = nil
             state.running -= 1
             state.abandoned.append(InterpreterPool.AbandonedWorker(index: worker.index, job: job.name))
@@ -378,11 +472,13 @@ final class PoolCore: WorkFeeder, Sendable {
         }
         guard let replace else { return }
         let grace = configuration.interruptGrace.map { String(format: "%g", $0.timeInterval) } ?? "?"
-        let replaced = replace ? "; a fresh interpreter replaces it" : ""
+        let replaced = replace ? (processes ? "; it was killed and a fresh process replaces it" : "; a fresh interpreter replaces it") : ""
         logger.warning(
             "abandoned a worker: its job did not return within \(grace) s of being interrupted (blocked in C, or it swallows the interrupt)\(replaced)",
             metadata: ["worker": "\(worker.index)", "job": "\(job.name)"])
-        _ = worker.thread.close {}
+        // A process can be killed (SIGKILL); an interpreter cannot, and ends if its job returns.
+        if case .process(let process) = worker.host { process.kill() }
+        _ = worker.host.close {}
         if replace { launchReplacement(index: worker.index, attempt: 0) }
     }
 
@@ -450,7 +546,7 @@ final class PoolCore: WorkFeeder, Sendable {
             for worker in workers {
                 group.addTask {
                     await withCheckedContinuation { continuation in
-                        if !worker.thread.close({ continuation.resume() }) { continuation.resume() }
+                        if !worker.host.close({ continuation.resume() }) { continuation.resume() }
                     }
                 }
             }

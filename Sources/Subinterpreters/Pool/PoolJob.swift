@@ -23,7 +23,7 @@ final class PoolJob: Sendable {
     /// report the result (a no-op if the job was cancelled meanwhile). Dropped once it ran, so
     /// a job that is still referenced (by a `PoolTask`) does not keep its inputs alive. Safe
     /// without a lock: only `run` reads and clears it, once, on the worker's thread.
-    nonisolated(unsafe) private var body: (@Sendable (PythonContext, PoolJob) -> (failedCalls: Int, report: @Sendable () -> Void))?
+    nonisolated(unsafe) private var body: (@Sendable (WorkerSite, PoolJob) -> (failedCalls: Int, report: @Sendable () -> Void))?
     private let fail: @Sendable (any Error) -> Void
     /// The worker running this job, once dispatched (guarded by the pool's lock; read after a
     /// state transition that follows the dispatch).
@@ -31,16 +31,27 @@ final class PoolJob: Sendable {
     /// Whether the job sits in the pool's shared queue (guarded by the pool's lock).
     nonisolated(unsafe) var inQueue = false
 
+    /// `body` runs the job in an interpreter; `remote`, if the job can run in a worker process
+    /// (a call by name), runs it there. One of them is given.
     init<T: Sendable>(
         id: UInt64, options: InterpreterPool.JobOptions, calls: Int, failures: (@Sendable (T) -> Int)?,
-        body: @escaping @Sendable (PythonContext) throws -> T,
+        body: (@Sendable (PythonContext) throws -> T)?, remote: (@Sendable (ProcessChannel, UInt64) throws -> T)?,
         completion: @escaping @Sendable (Result<T, any Error>) -> Void
     ) {
         self.id = id
         self.options = options
         self.calls = calls
-        self.body = { context, job in
-            let result = Result { try body(context) }
+        self.body = { site, job in
+            let result = Result { () throws -> T in
+                switch site {
+                case .interpreter(let context):
+                    guard let body else { throw SubinterpreterError(.invalidArgument, "this job cannot run in an interpreter") }
+                    return try body(context)
+                case .process(let channel):
+                    guard let remote else { throw ProcessWorker.closureRefused() }
+                    return try remote(channel, job.id)
+                }
+            }
             let failedCalls: Int
             switch result {
             case .success(let value): failedCalls = failures?(value) ?? 0
@@ -64,10 +75,10 @@ final class PoolJob: Sendable {
 
     /// Runs the body on the worker's thread. The caller reports the result after its own
     /// bookkeeping, so counters are up to date by the time the submitter sees the result.
-    func run(_ context: PythonContext) -> (failedCalls: Int, report: @Sendable () -> Void) {
+    func run(_ site: WorkerSite) -> (failedCalls: Int, report: @Sendable () -> Void) {
         guard let body else { return (0, {}) }
         self.body = nil
-        return body(context, self)
+        return body(site, self)
     }
 
     /// running → finished; false if the job was cancelled while it ran (its result is dropped).
@@ -89,6 +100,12 @@ final class PoolJob: Sendable {
 
     /// Reports the failure of a job this caller cancelled.
     func report(_ error: any Error) { fail(error) }
+}
+
+/// Where a job runs: on an interpreter's thread, or in a worker process through its channel.
+enum WorkerSite {
+    case interpreter(PythonContext)
+    case process(ProcessChannel)
 }
 
 /// A handle to submitted pool work: await its value, or cancel it.

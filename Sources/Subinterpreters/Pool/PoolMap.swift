@@ -294,6 +294,7 @@ final class MapDriver<Inputs: AsyncSequence> where Inputs.Element == PythonValue
                 options: InterpreterPool.JobOptions(timeout: timeout, timeoutStart: .start), calls: count,
                 failures: { done in done.results.count { if case .failure = $0 { true } else { false } } },
                 body: { context in InterpreterPool.runChunk(context, function: function, inputs: items, star: star) },
+                remote: { channel, job in channel.chunk(function, items, star: star, job: job) },
                 completion: { result in
                     switch result {
                     case .success(let done):

@@ -52,6 +52,7 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
             case cancelled = "cancelled"
             case timedOut = "timed out"
             case queueTimedOut = "queue timed out"
+            case workerProcessDied = "worker process died"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -79,6 +80,9 @@ public struct SubinterpreterError: Error, Sendable, CustomStringConvertible {
         public static let timedOut = Code(.timedOut)
         /// The call waited in a pool's queue past its `queueTimeout` and never ran (overload).
         public static let queueTimedOut = Code(.queueTimedOut)
+        /// A pool's worker process died (a signal, `os._exit`) while it ran the call; its
+        /// `pythonException`'s type name is the signal's (`SIGSEGV`), or `WorkerExited`.
+        public static let workerProcessDied = Code(.workerProcessDied)
 
         public var description: String { base.rawValue }
     }

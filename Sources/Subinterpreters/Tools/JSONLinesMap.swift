@@ -30,9 +30,11 @@ package enum JSONLinesMap {
 
     /// Starts a pool whose workers run `setup` (the user's `--setup`), then resolve `function`
     /// and define the per-line wrapper (failing at once if the function cannot be imported).
+    /// The workers are interpreters or processes as `isolation` says (`--isolation`); the
+    /// wrapper is the same Python in both.
     package static func makePool(
         function: String, star: Bool, workers: Int, setup: String?, timeout: Duration?, path: [String], runtime: PythonRuntime,
-        logger: Logger? = nil
+        isolation: InterpreterPool.Isolation = .interpreters, logger: Logger? = nil
     ) async throws -> InterpreterPool {
         let literal = try String(decoding: JSONSerialization.data(withJSONObject: [function]), as: UTF8.self)
         let wrapper = """
@@ -52,6 +54,7 @@ package enum JSONLinesMap {
             """
         var configuration = InterpreterPool.Configuration(workers: workers, setup: setup, path: path, timeout: timeout)
         configuration.loader = wrapper
+        configuration.isolation = isolation
         return try await InterpreterPool(configuration: configuration, runtime: runtime, logger: logger)
     }
 
@@ -80,6 +83,7 @@ package enum JSONLinesMap {
                     body: { context in
                         InterpreterPool.runChunk(context, function: lineFunction, inputs: lines.map { .string($0) }, star: false)
                     },
+                    remote: { channel, job in channel.chunk(lineFunction, lines.map { .string($0) }, star: false, job: job) },
                     completion: { result in
                         switch result {
                         case .success(let done): results.post(chunk, firstLine: firstLine, done.results)
