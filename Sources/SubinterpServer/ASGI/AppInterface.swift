@@ -1,7 +1,7 @@
 import Subinterpreters
 
 /// `--interface`: how `subinterp serve` calls the app.
-package enum AppInterface: String, Sendable, CaseIterable {
+public enum AppInterface: String, Sendable, CaseIterable {
     case wsgi, asgi
 
     /// What `--interface auto` picks for `app`: ASGI for an async callable (a coroutine
