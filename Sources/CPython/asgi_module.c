@@ -97,6 +97,7 @@ typedef struct {
 #define F_DEMANDED 4      // the host was asked for the next chunk or message
 #define F_FINISHED 8      // the task ended and the host was told
 #define F_CONNECT_SENT 16 // websocket.connect went to the app
+#define F_INPUT_CLOSED 32 // the client stopped sending: receive() says disconnect, send() still works
 
 struct cpy_asgi_request {
     cpy_object_head head;
@@ -492,7 +493,7 @@ static PyObject *cpy_asgi_receive_now(cpy_asgi_state *state, cpy_asgi_request *r
         return cpy_asgi_new_message(state, V_WS_CONNECT);
     }
     if (request->inbox != NULL) return cpy_asgi_take_inbox(state, request);
-    if ((request->flags & (F_DISCONNECTED | F_FINISHED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE)) {
+    if ((request->flags & (F_DISCONNECTED | F_FINISHED | F_INPUT_CLOSED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE)) {
         return cpy_asgi_disconnect_message(state, request);
     }
     return NULL;
@@ -1539,6 +1540,14 @@ static void cpy_asgi_dispatch_one(cpy_asgi_state *state, cpy_asgi_event *event) 
         cpy_asgi_wake(state, request);
         break;
     case CPY_ASGI_DISCONNECT:
+        if (event->flags & CPY_ASGI_INPUT_ONLY) {
+            // A half-closed (or closed: EOF cannot tell) connection: whoever waits in receive()
+            // hears http.disconnect; a response may still go out.
+            request->flags |= F_INPUT_CLOSED;
+            cpy_asgi_event_free(event);
+            cpy_asgi_wake(state, request);
+            break;
+        }
         request->flags |= F_DISCONNECTED;
         request->close_code = (int)event->number;
         CLEAR(request->close_reason);

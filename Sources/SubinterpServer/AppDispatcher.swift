@@ -4,7 +4,7 @@ import Synchronization
 /// An app loaded in its workers, as `AppServer` runs it: a WSGI app on a pool
 /// (`WSGIApplication`), an ASGI app on event loops (`ASGIBridge`). Both sit on the same HTTP
 /// layer; this is all the server needs of either.
-protocol ServedApp: AnyObject, Sendable {
+protocol LoadedApp: AnyObject, Sendable {
     /// How the body of this request reaches the app (`HTTPApplication.bodyDelivery(for:)`).
     func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery
     /// Runs the request (or WebSocket connection) and answers through `exchange`. `finished`
@@ -23,7 +23,7 @@ protocol ServedApp: AnyObject, Sendable {
 /// done with it, so a reload retires the old generation and ends its workers only when the
 /// last request that picked it is done: none of them can find those workers gone.
 final class AppGeneration: Sendable {
-    let application: any ServedApp
+    let application: any LoadedApp
     private struct State {
         var inFlight = 0
         var retired = false
@@ -31,7 +31,7 @@ final class AppGeneration: Sendable {
     }
     private let state = Mutex(State())
 
-    init(_ application: any ServedApp) {
+    init(_ application: any LoadedApp) {
         self.application = application
     }
 
@@ -97,7 +97,7 @@ final class AppDispatcher: HTTPApplication {
 
     /// Makes `application` current; returns the generation it replaces (now retiring).
     @discardableResult
-    func install(_ application: any ServedApp) -> AppGeneration? {
+    func install(_ application: any LoadedApp) -> AppGeneration? {
         let fresh = AppGeneration(application)
         return state.withLock { state in
             let old = state.current

@@ -206,7 +206,7 @@ public final class AppServer: Service, Sendable {
 
     private static func load(
         _ configuration: Configuration, interface: AppInterface, runtime: PythonRuntime, logger: Logger
-    ) async throws -> any ServedApp {
+    ) async throws -> any LoadedApp {
         let path = configuration.directory.map { [$0] } ?? []
         switch interface {
         case .wsgi:

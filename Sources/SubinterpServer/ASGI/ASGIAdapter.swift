@@ -108,6 +108,9 @@ class _Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
             await self.app(scope, self.receive, self.send)
+        except _asyncio.CancelledError:
+            # Only a loop that is going away cancels lifespan: not a sign the app lacks it.
+            raise
         except BaseException as error:
             self.error = error
             if self.startup_failed is not None or self.shutdown_failed is not None:
@@ -220,6 +223,16 @@ def _asgi_run():
                          f"{type(error).__name__}: {error}")
     finally:
         _asgi.detach()
+        # A loop that ended abnormally (an app's sys.exit()) leaves tasks behind: cancel them
+        # while the loop can still run, rather than have them destroyed pending with the interpreter.
+        try:
+            pending = [task for task in _asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(_asyncio.gather(*pending, return_exceptions=True))
+        except BaseException:
+            pass
         for cleanup in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
             try:
                 loop.run_until_complete(cleanup())

@@ -12,7 +12,7 @@ import Synchronization
 /// connection's event loop, and the response goes back in the worker's send batch, which the
 /// worker flushes once per turn of its loop (`onLoopIteration`), so the responses one turn made
 /// reach each NIO event loop in one hop.
-final class ASGIBridge: ServedApp {
+final class ASGIBridge: LoadedApp {
     let application: ASGIApplication
     /// One per worker slot, flushed by that slot's worker thread.
     let batches: [HTTPSendBatch]
@@ -41,7 +41,7 @@ final class ASGIBridge: ServedApp {
         return ASGIBridge(application: application, batches: batches, webSocketMaxSize: webSocketMaxSize, logger: logger)
     }
 
-    // MARK: - ServedApp
+    // MARK: - LoadedApp
 
     func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery {
         // `Expect: 100-continue` is answered when the app first asks for the body, so such a
@@ -62,8 +62,12 @@ final class ASGIBridge: ServedApp {
         let started = request.body.withUnsafeReadableBytes { body in
             application.startHTTP(head, body: body, more: request.bodyStream != nil, sink: responder)
         }
-        // A client that leaves is told (http.disconnect), whatever the app is waiting for.
-        if let started { exchange.onClose { started.disconnected() } }
+        // A client that leaves is told (http.disconnect), whatever the app is waiting for; one
+        // that only stops sending is told too (EOF is all the server sees), yet still answered.
+        if let started {
+            exchange.onClose { started.disconnected() }
+            exchange.onInputClosed { started.inputClosed() }
+        }
     }
 
     var activity: (busy: Int, queued: Int) {

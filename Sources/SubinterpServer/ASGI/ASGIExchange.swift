@@ -64,6 +64,13 @@ final class ASGIExchange: Sendable {
         }
     }
 
+    /// The client stopped sending (EOF). It may have closed the connection or only its sending
+    /// side, which cannot be told apart: the app's `receive()` gives `http.disconnect`, as if it
+    /// left, while what the app still sends goes out.
+    func inputClosed() {
+        worker.mailbox.post(CPY_ASGI_DISCONNECT, flags: CPY_ASGI_INPUT_ONLY, number: 1006, stream: stream.pointer)
+    }
+
     /// The connection has room again after the sink answered `.full`.
     func writable() {
         worker.mailbox.post(CPY_ASGI_WRITABLE, stream: stream.pointer)

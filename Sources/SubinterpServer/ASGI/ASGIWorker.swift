@@ -386,7 +386,8 @@ final class ASGIWorkerControl: Sendable {
         case .started:
             settle(.serving, .success(()))
         case .startupFailed:
-            logger.error("application startup failed", metadata: ["message": "\(text)"])
+            // Debug only: the failure reaches whoever started the worker, as one error with this text.
+            logger.debug("application startup failed", metadata: ["message": "\(text)"])
             settle(.failed(text), .failure(Self.startupError(text)))
         case .stopped:
             break

@@ -77,6 +77,8 @@ final class HTTPExchange: Sendable {
         var headSent = false
         var waiter: EventLoopPromise<Void>?
         var onClose: [@Sendable () -> Void] = []
+        var inputClosed = false
+        var onInputClosed: [@Sendable () -> Void] = []
         /// A `fail` that waits for the sends made before it to reach the event loop.
         var pendingFail: (status: Int, reason: String)?
     }
@@ -184,7 +186,30 @@ final class HTTPExchange: Sendable {
         if runNow { callback() }
     }
 
+    /// Runs `callback` once when the client stops sending: it closed the connection, or only
+    /// its sending side (EOF, which cannot be told apart), or the connection closed (at once if
+    /// either happened).
+    func onInputClosed(_ callback: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.inputClosed || state.closed { return true }
+            state.onInputClosed.append(callback)
+            return false
+        }
+        if runNow { callback() }
+    }
+
     // MARK: - From the event loop
+
+    /// The client stopped sending (EOF) while this exchange runs.
+    func markInputClosed() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            guard !state.inputClosed else { return [] }
+            state.inputClosed = true
+            defer { state.onInputClosed = [] }
+            return state.onInputClosed
+        }
+        for callback in callbacks { callback() }
+    }
 
     /// A `send` reached the event loop; `writable` is the channel's writability after it.
     private func hopArrived(writable: Bool) {
@@ -221,11 +246,14 @@ final class HTTPExchange: Sendable {
         let (waiter, callbacks) = state.withLock { state -> (EventLoopPromise<Void>?, [@Sendable () -> Void]) in
             guard !state.closed else { return (nil, []) }
             state.closed = true
+            let inputCallbacks = state.inputClosed ? [] : state.onInputClosed
+            state.inputClosed = true
             defer {
                 state.waiter = nil
                 state.onClose = []
+                state.onInputClosed = []
             }
-            return (state.waiter, state.onClose)
+            return (state.waiter, inputCallbacks + state.onClose)
         }
         waiter?.fail(HTTPExchangeError.connectionClosed)
         for callback in callbacks { callback() }

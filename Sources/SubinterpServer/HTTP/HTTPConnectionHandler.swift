@@ -140,6 +140,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 return
             }
             reading?.stream?.fail(HTTPExchangeError.connectionClosed)
+            responding?.exchange.markInputClosed()
             closeIfNothingLeft()
             return
         }

@@ -141,7 +141,7 @@ final class WSGIApplication: Sendable {
     }
 }
 
-extension WSGIApplication: ServedApp {
+extension WSGIApplication: LoadedApp {
     /// A WSGI request reaches its worker only once it is whole.
     func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery { .collect }
 

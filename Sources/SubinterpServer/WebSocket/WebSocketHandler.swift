@@ -81,6 +81,11 @@ final class WebSocketHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // The client sends nothing more: without its close frame, the connection dropped (1006).
+            context.close(promise: nil)
+            return
+        }
         if event is HTTPDrainEvent {
             close(code: 1001, reason: "the server is shutting down")
             return
