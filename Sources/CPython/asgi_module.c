@@ -290,7 +290,7 @@ static PyObject *cpy_asgi_awaitable_throw(PyObject *self, PyObject *const *args,
         cpy_PyErr_SetString(cpy_exc_type_error(), "throw() takes from 1 to 3 arguments");
         return NULL;
     }
-    if (awaitable->iter != NULL) {
+    if (awaitable->iter != NULL && cpy_asgi_state_of(self) != NULL) {
         PyObject *arguments[4] = {awaitable->iter, args[0], nargs > 1 ? args[1] : NULL, nargs > 2 ? args[2] : NULL};
         PyObject *result = cpy_PyObject_VectorcallMethod(S(cpy_asgi_state_of(self), M_THROW), arguments, (size_t)nargs + 1, NULL);
         if (result == NULL) {
@@ -316,7 +316,8 @@ static PyObject *cpy_asgi_awaitable_throw(PyObject *self, PyObject *const *args,
 static PyObject *cpy_asgi_awaitable_close(PyObject *self, PyObject *unused) {
     (void)unused;
     cpy_asgi_awaitable *awaitable = (cpy_asgi_awaitable *)self;
-    if (awaitable->iter != NULL) {
+    // No state: the interpreter is ending (its types cleared); there is nothing left to close.
+    if (awaitable->iter != NULL && cpy_asgi_state_of(self) != NULL) {
         PyObject *result = cpy_asgi_call_method(cpy_asgi_state_of(self), M_CLOSE, awaitable->iter, NULL);
         if (result == NULL) return NULL;
         cpy_decref(result);
@@ -1068,13 +1069,15 @@ static int cpy_asgi_request_clear(PyObject *self) {
 static void cpy_asgi_request_dealloc(PyObject *self) {
     cpy_asgi_request *request = (cpy_asgi_request *)self;
     cpy_PyObject_GC_UnTrack(self);
+    // NULL when the interpreter is ending and has cleared the type (a request kept alive by a
+    // traceback or a thread until then): the list of active requests is gone with it.
     cpy_asgi_state *state = cpy_asgi_state_of(self);
     if (!(request->flags & F_FINISHED)) {
         // Its task is gone without ending (the loop was closed under it).
         request->flags |= F_FINISHED;
         cpy_asgi_tell_host(request, CPY_ASGI_CANCELLED, NULL);
     }
-    cpy_asgi_unlink(state, request);
+    if (state != NULL) cpy_asgi_unlink(state, request);
     cpy_asgi_request_clear(self);
     cpy_asgi_free_inbox(request);
     if (request->stream != NULL) {

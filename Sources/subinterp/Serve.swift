@@ -132,7 +132,13 @@ struct Serve: AsyncParsableCommand {
         configuration.webSocketMaxSize = wsMaxSize
         let printAccess: (@Sendable (String) -> Void)? = accessLog ? { @Sendable line in printLine(line) } : nil
         let server = try await failing { [configuration] in
-            try await AppServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
+            do {
+                return try await AppServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
+            } catch let error as SubinterpreterError where error.code == .incompatibleExtensionModule {
+                // The line names the module and what to do; the import's traceback adds nothing.
+                printError(error.message)
+                throw ExitCode(1)
+            }
         }
         let addresses = server.addresses.map(\.description).joined(separator: ", ")
         var ready = "subinterp: serving \(app) on \(addresses) with \(workers) worker interpreters (\(server.interface.rawValue.uppercased()))"

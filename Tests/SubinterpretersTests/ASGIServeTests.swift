@@ -376,6 +376,12 @@ import Glibc
         #expect(server.stop() == 0)
     }
 
+    @Test func requestsTheAppKeepsUntilTheEndDoNotCrashTheShutdown() throws {
+        let server = try LiveServer(["--workers", "1"], app: Self.app)
+        for _ in 0..<3 { #expect(try RawHTTP.get(server.port, "/keep")?.text == "kept") }
+        #expect(server.stop() == 0, "\(server.stderr)")
+    }
+
     @Test func accessLogAndMetrics() throws {
         let server = try LiveServer(["--access-log", "--metrics-bind", "127.0.0.1:0"], app: Self.app)
         defer { server.stop() }

@@ -8,6 +8,7 @@ enum LiveASGIApp {
         TOKEN = uuid.uuid4().hex
         VERSION = open(os.path.join(os.path.dirname(__file__), "version.txt")).read().strip()
         STATE = {"started": 0, "finished": 0}
+        KEPT = []
 
         def log(text):
             print(text, file=sys.stderr, flush=True)
@@ -155,6 +156,11 @@ enum LiveASGIApp {
                 except BaseException as error:
                     log(f"spin interrupted by {type(error).__name__}")
                     raise
+            elif path == "/keep":
+                # The request's receive() (and so the request) kept for the interpreter's life:
+                # it is freed only as the interpreter ends, after its types are torn down.
+                KEPT.append((receive, send))
+                await respond(send, 200, b"kept")
             elif path == "/stop-loop":
                 # sys.exit() from a task that has been suspended once: SystemExit leaves the loop.
                 await asyncio.sleep(0)

@@ -240,6 +240,14 @@ def _asgi_run():
                 pass
         loop.close()
         _asyncio.set_event_loop(None)
+        # threading keeps a dummy Thread for this thread (it was not started by threading) and
+        # forgets it when the thread's state is deleted, after the interpreter has torn its
+        # globals down, which prints an ignored TypeError (CPython 3.13). Forget it now.
+        try:
+            import threading
+            del threading._thread_local_info._track_dummy_thread_ref
+        except (AttributeError, ImportError):
+            pass
 """#
     }
 
