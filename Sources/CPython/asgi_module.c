@@ -1659,13 +1659,50 @@ static PyObject *cpy_asgi_module_serve(PyObject *module, PyObject *lifespan_stat
 static PyObject *cpy_asgi_module_before_select(PyObject *module, PyObject *unused) {
     (void)unused;
     cpy_asgi_state *state = cpy_PyModule_GetState(module);
-    cpy_asgi_event *events = cpy_asgi_begin_wait(state->worker);
+    int nudged = 0;
+    cpy_asgi_event *events = cpy_asgi_begin_wait(state->worker, &nudged);
     if (events != NULL) cpy_asgi_dispatch(state, events);
     const cpy_asgi_host *host = cpy_asgi_host_functions();
     if (host->iteration) host->iteration(state->worker->context);
-    PyObject *result = events != NULL ? cpy_true() : cpy_false();
+    PyObject *result = events != NULL || nudged ? cpy_true() : cpy_false();
     cpy_incref(result);
     return result;
+}
+
+/// The loop's poll when its selector holds nothing but the mailbox (no epoll, no Python
+/// selector): dispatches what waits, flushes (the iteration hook), then sleeps on the mailbox's
+/// condition, for up to `timeout` seconds (None: until something comes), and dispatches that.
+static PyObject *cpy_asgi_module_wait(PyObject *module, PyObject *timeout_object) {
+    cpy_asgi_state *state = cpy_PyModule_GetState(module);
+    double timeout = -1;
+    if (timeout_object != cpy_none()) {
+        timeout = cpy_PyFloat_AsDouble(timeout_object);
+        if (timeout == -1 && cpy_PyErr_Occurred()) return NULL;
+        if (timeout < 0) timeout = 0;
+    }
+    const cpy_asgi_host *host = cpy_asgi_host_functions();
+    cpy_asgi_event *events = cpy_asgi_take(state->worker);
+    if (events != NULL) {
+        cpy_asgi_dispatch(state, events);
+        timeout = 0;
+    }
+    if (host->iteration) host->iteration(state->worker->context);
+    if (timeout == 0) {
+        atomic_fetch_add_explicit(&state->worker->progress, 1, memory_order_acq_rel);
+        return cpy_new_none();
+    }
+    PyThreadState *saved = cpy_PyEval_SaveThread();
+    events = cpy_asgi_wait(state->worker, timeout);
+    cpy_PyEval_RestoreThread(saved);
+    if (events != NULL) cpy_asgi_dispatch(state, events);
+    return cpy_new_none();
+}
+
+/// Wakes the loop from another of its interpreter's threads (its `_write_to_self`).
+static PyObject *cpy_asgi_module_wake(PyObject *module, PyObject *unused) {
+    (void)unused;
+    cpy_asgi_nudge(((cpy_asgi_state *)cpy_PyModule_GetState(module))->worker);
+    return cpy_new_none();
 }
 
 static PyObject *cpy_asgi_module_after_select(PyObject *module, PyObject *unused) {
@@ -1750,6 +1787,8 @@ static PyMethodDef cpy_asgi_module_methods[] = {
     {"serve", (void *)cpy_asgi_module_serve, CPY_METH_O, NULL},
     {"before_select", (void *)cpy_asgi_module_before_select, CPY_METH_NOARGS, NULL},
     {"after_select", (void *)cpy_asgi_module_after_select, CPY_METH_NOARGS, NULL},
+    {"wait", (void *)cpy_asgi_module_wait, CPY_METH_O, NULL},
+    {"wake", (void *)cpy_asgi_module_wake, CPY_METH_NOARGS, NULL},
     {"report", (void *)cpy_asgi_module_report, CPY_METH_FASTCALL, NULL},
     {"interrupted", (void *)cpy_asgi_module_interrupted, CPY_METH_NOARGS, NULL},
     {"cancel_all", (void *)cpy_asgi_module_cancel_all, CPY_METH_NOARGS, NULL},

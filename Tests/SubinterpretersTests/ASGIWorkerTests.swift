@@ -98,6 +98,23 @@ import Testing
                 except BaseException as error:
                     EVENTS.put(f"interrupted by {type(error).__module__}.{type(error).__name__}")
                     raise
+            elif path == "/executor":
+                # Finished by another thread: it wakes the loop (call_soon_threadsafe).
+                result = await asyncio.get_running_loop().run_in_executor(None, sum, [1, 2, 3])
+                await respond(send, 200, f"sum {result}".encode())
+            elif path == "/own-socket":
+                # A file descriptor of the app's own: the loop must poll it with the mailbox.
+                import socket
+                loop = asyncio.get_running_loop()
+                a, b = socket.socketpair()
+                a.setblocking(False)
+                b.setblocking(False)
+                EVENTS.put("socket waits")
+                loop.call_later(0.2, b.send, b"from a socket")
+                data = await loop.sock_recv(a, 100)
+                a.close()
+                b.close()
+                await respond(send, 200, data)
             elif path == "/task-receive":
                 # A receive() result given to create_task, as asgiref's await_many_dispatch does.
                 message = await asyncio.get_running_loop().create_task(receive())
@@ -428,6 +445,32 @@ import Testing
             }
             try await group.waitForAll()
         }
+        await server.shutdown(grace: .seconds(5))
+    }
+
+    @Test func theLoopWakesForItsOwnThreadsAndPollsTheAppsOwnSockets() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        // Without a file descriptor of the app's own, the loop sleeps on the mailbox: a thread
+        // that finishes work for it must wake it.
+        for _ in 0..<20 {
+            let sink = TestHTTPSink()
+            _ = server.get("/executor", sink: sink)
+            #expect(try await sink.outcome(timeout: .seconds(10)) == .completed)
+            #expect(sink.body == "sum 6")
+        }
+        // With one (a socket the app waits on), it polls, and new requests still wake it.
+        let socket = TestHTTPSink()
+        _ = server.get("/own-socket", sink: socket)
+        #expect(try await app.nextEvent() == "socket waits")
+        let meanwhile = TestHTTPSink()
+        _ = server.get("/hello", sink: meanwhile)
+        #expect(try await meanwhile.outcome(timeout: .seconds(10)) == .completed)
+        let executor = TestHTTPSink()
+        _ = server.get("/executor", sink: executor)
+        #expect(try await executor.outcome(timeout: .seconds(10)) == .completed)
+        #expect(try await socket.outcome(timeout: .seconds(10)) == .completed)
+        #expect(socket.body == "from a socket")
         await server.shutdown(grace: .seconds(5))
     }
 

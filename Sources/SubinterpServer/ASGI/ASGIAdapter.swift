@@ -75,13 +75,22 @@ async def _asgi_await(awaitable):
 
 class _MailboxSelector(_selectors.DefaultSelector):
     """The loop's selector: takes the host's events before and after every poll. The mailbox's
-    eventfd is registered with (None, None) as its data, which asyncio's loop skips."""
+    eventfd is registered with (None, None) as its data, which asyncio's loop skips.
+
+    While the mailbox (and the loop's own self-pipe, which `_asgi.wake` stands in for) is all
+    it watches, as for an app whose I/O is all the server's, it polls nothing: `_asgi.wait`
+    sleeps on the mailbox's condition instead. Once the app registers a file descriptor of
+    its own (a database connection), it polls them with the mailbox's eventfd among them."""
 
     def __init__(self, fd):
         super().__init__()
         super().register(fd, _selectors.EVENT_READ, (None, None))
+        self._host_fds = {fd}
 
     def select(self, timeout=None):
+        if self._fd_to_key.keys() <= self._host_fds:
+            _asgi.wait(timeout)
+            return []
         if _asgi.before_select():
             timeout = 0
         try:
@@ -197,7 +206,12 @@ def _asgi_run():
             stop.set_result(None)
 
     try:
-        loop = _asyncio.SelectorEventLoop(_MailboxSelector(_asgi.mailbox_fd()))
+        selector = _MailboxSelector(_asgi.mailbox_fd())
+        loop = _asyncio.SelectorEventLoop(selector)
+        # call_soon_threadsafe wakes the loop through the mailbox (however it sleeps), not
+        # through its self-pipe, which then never needs polling.
+        selector._host_fds.add(loop._ssock.fileno())
+        loop._write_to_self = _asgi.wake
     except BaseException as error:
         _asgi.report(_REPORT_STARTUP_FAILED, f"could not start the event loop: {type(error).__name__}: {error}")
         return
