@@ -407,6 +407,73 @@ final class ReadCounter: ChannelOutboundHandler {
         #expect(take() == .some(.none))
     }
 
+    @Test func aBatchedResponseIsNeverOvertakenByItsOwnFailure() throws {
+        let harness = try Harness()
+        try harness.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let batch = HTTPSendBatch()
+        // The head and a first chunk wait in the batch; the app then fails (a 500 if no head
+        // went out, else the connection closes). The failure must come after the batch.
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "partial"), batch: batch)
+        exchange.fail(status: 500, reason: "Internal Server Error")
+        #expect(try harness.written() == "")
+        batch.flush()
+        let written = try harness.written()
+        #expect(written.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(written)")
+        #expect(written.hasSuffix("7\r\npartial\r\n"), "\(written)")
+        #expect(!written.contains("500"))
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test func sendsInABatchGoOutTogetherInOrder() throws {
+        let harness = try Harness()
+        try harness.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let batch = HTTPSendBatch()
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "a"), batch: batch)
+        exchange.send(body: ByteBuffer(string: "b"), batch: batch)
+        exchange.send(body: ByteBuffer(string: "c"), end: true, batch: batch)
+        #expect(try harness.written() == "")
+        batch.flush()
+        #expect(try harness.written().hasSuffix("1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"))
+    }
+
+    @Test func expectContinueForAStreamedBodyWaitsUntilTheBodyIsAskedFor() throws {
+        let harness = try Harness(delivery: .stream)
+        try harness.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        #expect(harness.app.count == 1)
+        #expect(try harness.written() == "")
+        let stream = try #require(harness.app.request(0).bodyStream)
+        let got = Mutex<(ByteBuffer, Bool)?>(nil)
+        stream.readAvailable().whenSuccess { piece in got.withLock { $0 = piece } }
+        #expect(try harness.written() == "HTTP/1.1 100 Continue\r\n\r\n")
+        // The piece and the end that arrive together are given together.
+        try harness.send("hello")
+        let taken = try #require(got.withLock { $0 })
+        #expect(String(buffer: taken.0) == "hello" && taken.1)
+
+        // An app that answers without asking for the body: no 100, and the connection closes.
+        let refusing = try Harness(delivery: .stream)
+        try refusing.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        refusing.app.exchange(0).send(head: Self.okHead(), body: ByteBuffer(string: "no"), end: true)
+        let written = try refusing.written()
+        #expect(written.hasPrefix("HTTP/1.1 200 OK\r\n") && written.contains("Connection: close"), "\(written)")
+    }
+
+    @Test func aClientThatStopsSendingIsToldToTheAppWhileItsResponseStillGoesOut() throws {
+        let harness = try Harness()
+        try harness.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let told = Mutex(0)
+        exchange.onInputClosed { told.withLock { $0 += 1 } }
+        harness.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        harness.channel.embeddedEventLoop.run()
+        #expect(told.withLock { $0 } == 1)
+        #expect(!exchange.isClosed)
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "still"), end: true)
+        #expect(try harness.written().hasSuffix("still"))
+    }
+
     @Test func anUpgradeHandsTheConnectionToAnotherProtocol() throws {
         let harness = try Harness()
         try harness.send("GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly bytes")
