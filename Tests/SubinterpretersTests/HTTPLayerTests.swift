@@ -474,6 +474,44 @@ final class ReadCounter: ChannelOutboundHandler {
         #expect(try harness.written().hasSuffix("still"))
     }
 
+    /// What a close callback holds (an ASGI request, which holds its exchange in turn) is let go
+    /// once the response is written, or the connection switched protocols: no cycle is left.
+    @Test func anExchangeLetsGoOfItsCallbacksOnceItsResponseIsDone() throws {
+        /// Like an ASGI request: its close callback holds it, and it holds the exchange.
+        final class Holder: Sendable {
+            let exchange: HTTPExchange
+            init(_ exchange: HTTPExchange) { self.exchange = exchange }
+        }
+        final class Weak: @unchecked Sendable {
+            // Only read after the callbacks ran or were dropped, on this test's thread.
+            weak var holder: Holder?
+        }
+        for upgrade in [false, true] {
+            let harness = try Harness()
+            try harness.send(upgrade ? "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n" : "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            let weak = Weak()
+            do {
+                let exchange = harness.app.exchange(0)
+                let holder = Holder(exchange)
+                weak.holder = holder
+                exchange.onClose { _ = holder }
+                exchange.onInputClosed { _ = holder }
+                if upgrade {
+                    var head = HTTPResponseHead.server(status: 101, reason: "Switching Protocols")
+                    try head.add(name: "Upgrade", value: "echo")
+                    _ = exchange.upgrade(head: head) { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+                    }
+                } else {
+                    exchange.send(head: Self.okHead(), body: ByteBuffer(string: "done"), end: true)
+                }
+                _ = try harness.written()
+            }
+            harness.app.received.withLock { $0.removeAll() }
+            #expect(weak.holder == nil, upgrade ? "after an upgrade" : "after a response")
+        }
+    }
+
     @Test func anUpgradeHandsTheConnectionToAnotherProtocol() throws {
         let harness = try Harness()
         try harness.send("GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly bytes")

@@ -197,6 +197,12 @@ final class ASGIHTTPResponder: ASGIHTTPSink {
     }
 
     func finished(_ outcome: ASGIOutcome) {
+        // The exchange holds this sink: letting go of it here breaks the cycle. (Calls still in
+        // flight, a body read or a writability wait, hold it on their own until they complete.)
+        state.withLock { state in
+            state.asgi = nil
+            state.batch = nil
+        }
         switch outcome {
         case .completed:
             break

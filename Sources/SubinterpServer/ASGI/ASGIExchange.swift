@@ -36,9 +36,13 @@ final class ASGIExchange: Sendable {
         self.target = target
         self.deadline = deadline
         self.stream = stream
+        worker.exchangesAlive.add(1, ordering: .relaxed)
     }
 
-    deinit { cpy_asgi_stream_release(stream.pointer) }
+    deinit {
+        cpy_asgi_stream_release(stream.pointer)
+        worker.exchangesAlive.subtract(1, ordering: .relaxed)
+    }
 
     var isRunning: Bool { running.withLock { $0 } }
 

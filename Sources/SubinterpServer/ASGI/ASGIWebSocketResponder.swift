@@ -152,9 +152,14 @@ final class ASGIWebSocketResponder: ASGIWebSocketSink {
     }
 
     func finished(_ outcome: ASGIOutcome) {
+        // The exchange holds this sink, and the connection's events hold the exchange: what this
+        // sink holds is let go here, which breaks both cycles (the connection itself lives on
+        // in its channel until it closes).
         let phase = state.withLock { state -> Phase in
             let phase = state.phase
-            if case .handshake = phase { state.phase = .refused }
+            state.phase = .refused
+            state.asgi = nil
+            state.batch = nil
             return phase
         }
         switch (phase, outcome) {

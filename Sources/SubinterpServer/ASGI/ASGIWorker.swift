@@ -30,6 +30,9 @@ final class ASGIWorker: Sendable {
     let active = Atomic<Int>(0)
     /// How many requests and connections were started here (`--max-requests`).
     let served = Atomic<Int>(0)
+    /// `ASGIExchange`s of this worker still in memory: back to zero once everything that ran
+    /// here is over and let go (what tests check for leaks).
+    let exchangesAlive = Atomic<Int>(0)
     /// Who waits for this worker to have nothing in flight.
     private let drainWaiters = Mutex<(next: Int, waiters: [Int: CheckedContinuation<Bool, Never>])>((0, [:]))
     /// Told when the loop ends without being asked to (the worker no longer serves).

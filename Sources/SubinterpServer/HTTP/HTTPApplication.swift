@@ -79,6 +79,8 @@ final class HTTPExchange: Sendable {
         var onClose: [@Sendable () -> Void] = []
         var inputClosed = false
         var onInputClosed: [@Sendable () -> Void] = []
+        /// The response was written whole (or the protocol switched): callbacks are not kept.
+        var finished = false
         /// A `fail` that waits for the sends made before it to reach the event loop.
         var pendingFail: (status: Int, reason: String)?
     }
@@ -176,11 +178,12 @@ final class HTTPExchange: Sendable {
         return promise.futureResult
     }
 
-    /// Runs `callback` once when the connection closes (at once if it has).
+    /// Runs `callback` once when the connection closes before the response is done (at once if
+    /// it has); it never runs once the response was written whole.
     func onClose(_ callback: @escaping @Sendable () -> Void) {
         let runNow = state.withLock { state -> Bool in
             if state.closed { return true }
-            state.onClose.append(callback)
+            if !state.finished { state.onClose.append(callback) }
             return false
         }
         if runNow { callback() }
@@ -192,7 +195,7 @@ final class HTTPExchange: Sendable {
     func onInputClosed(_ callback: @escaping @Sendable () -> Void) {
         let runNow = state.withLock { state -> Bool in
             if state.inputClosed || state.closed { return true }
-            state.onInputClosed.append(callback)
+            if !state.finished { state.onInputClosed.append(callback) }
             return false
         }
         if runNow { callback() }
@@ -259,10 +262,15 @@ final class HTTPExchange: Sendable {
         for callback in callbacks { callback() }
     }
 
-    /// The response was written whole: later sends are refused, waiters released.
+    /// The response was written whole, or the connection switched protocols: later sends are
+    /// refused, waiters released, and the close callbacks dropped unrun (what they hold, often
+    /// something that holds this exchange, is let go).
     func markFinished() {
         let waiter = state.withLock { state -> EventLoopPromise<Void>? in
             state.ended = true
+            state.finished = true
+            state.onClose = []
+            state.onInputClosed = []
             defer { state.waiter = nil }
             return state.waiter
         }

@@ -577,6 +577,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         head.finishInterim()
         upgraded = true
         responding = nil
+        current.exchange.markFinished()
         server.bodyBudget.release(current.reserved)
         server.record?(HTTPExchangeRecord(
             status: head.status, bytes: 0, duration: .now - current.started, requestLine: current.requestLine, client: connection.remoteHost))
