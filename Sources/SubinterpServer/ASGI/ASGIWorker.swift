@@ -109,6 +109,8 @@ final class ASGIWorker: Sendable {
         }
         // What the loop's last turn sent goes out (its `onLoopIteration` did not run after it).
         control.iterationEnded()
+        // A loop that ends during startup (lifespan startup failed) is reported by `start`.
+        let wasServing = control.isServing
         control.loopEnded()
         // Nothing is served here any more: requests still running get 503.
         mailbox.close()
@@ -119,7 +121,7 @@ final class ASGIWorker: Sendable {
             return Array(state.waiters.values)
         }
         for continuation in waiting { continuation.resume(returning: true) }
-        if !stopping.load(ordering: .relaxed) {
+        if wasServing && !stopping.load(ordering: .relaxed) {
             logger.error("the worker's event loop ended; it no longer serves")
             onLoopEnded(self)
         }
