@@ -165,6 +165,9 @@ import Testing
         ("invalid UTF-8 across fragments", [RawWebSocket.frame(opcode: 1, [0xE2, 0x82], fin: false), RawWebSocket.frame(opcode: 0, [0x41])], 1007),
         ("a close reason that is not UTF-8", [RawWebSocket.frame(opcode: 8, [0x03, 0xE8, 0xFF, 0xFE])], 1007),
         ("a frame larger than --ws-max-size", [RawWebSocket.frame(opcode: 2, [UInt8](repeating: 1, count: 2000))], 1009),
+        ("a frame larger than --ws-max-size with more frames behind it",
+         [RawWebSocket.frame(opcode: 2, [UInt8](repeating: 1, count: 2000)) + RawWebSocket.frame(opcode: 1, Array("more".utf8))
+            + RawWebSocket.frame(opcode: 1, Array("and more".utf8))], 1009),
         ("a message larger than --ws-max-size in small frames",
          [RawWebSocket.frame(opcode: 2, [UInt8](repeating: 1, count: 600), fin: false), RawWebSocket.frame(opcode: 0, [UInt8](repeating: 1, count: 600))], 1009),
         ("an unmasked frame", [RawWebSocket.frame(opcode: 1, Array("hi".utf8), masked: false)], 1002),

@@ -75,6 +75,9 @@ final class WebSocketHandler: ChannelDuplexHandler {
             fail(1009, "the message is larger than \(connection.maxMessageSize) bytes")
         case is NIOWebSocketError:
             fail(1002, "a control frame must be whole and at most 125 bytes")
+        case is ByteToMessageDecoderError where failedWith != nil:
+            // Bytes after the frame that failed the connection: its close frame is on its way.
+            break
         default:
             context.close(promise: nil)
         }
