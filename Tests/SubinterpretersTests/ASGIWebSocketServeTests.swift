@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import Subinterpreters
 
 /// WebSocket through `subinterp serve` over real sockets: a real client (the `websockets`
@@ -192,6 +196,42 @@ import Testing
         // The app hears the disconnect, and the server serves on.
         #expect(server.waitForLine(containing: "websocket disconnect \(code)") != nil, "\(name): \(server.stderr)")
         #expect(try RawHTTP.get(server.port, "/")?.text == "hello")
+    }
+
+    /// Messages the app does not take stay in the socket, not in the server: past 1 MiB waiting
+    /// for the app, the server stops reading and TCP holds the client back.
+    @Test func messagesTheAppDoesNotTakeHoldTheClientBack() throws {
+        let server = try LiveServer(["--workers", "1"], app: Self.app)
+        defer { server.stop() }
+        let socket = try RawWebSocket(port: server.port, path: "/ws/hold")
+        #expect(socket.handshake?.status == 101)
+        #expect(server.waitForLine(containing: "hold: accepted") != nil)
+        // Send 64 KiB messages until the socket takes no more for a while (a send timeout).
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(socket.http.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let message = RawWebSocket.frame(opcode: 2, [UInt8](repeating: 7, count: 64 << 10))
+        let limit = 64 << 20
+        var sent = 0
+        var pending = message[...]
+        sending: while sent < limit {
+            let n = pending.withUnsafeBytes { Glibc.send(socket.http.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break sending }
+            sent += n
+            pending = pending.dropFirst(n)
+            if pending.isEmpty { pending = message[...] }
+        }
+        // The server read at most what it buffers for the app (1 MiB) plus what the kernel's
+        // socket buffers hold; without that limit it would have read all 64 MiB.
+        #expect(sent < 32 << 20, "the client sent \(sent >> 20) MiB while the app took nothing")
+        // Once the app takes messages again, everything arrives.
+        #expect(try RawHTTP.get(server.port, "/release")?.text == "released")
+        timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(socket.http.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        socket.http.send(Array(pending))
+        sent += pending.count
+        socket.sendText("done")
+        let messages = sent / message.count
+        #expect(socket.next()?.text == String(messages * (64 << 10)))
     }
 
     @Test func aClientThatDropsTheConnectionIsA1006() throws {

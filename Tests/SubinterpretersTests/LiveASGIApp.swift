@@ -9,6 +9,7 @@ enum LiveASGIApp {
         VERSION = open(os.path.join(os.path.dirname(__file__), "version.txt")).read().strip()
         STATE = {"started": 0, "finished": 0}
         KEPT = []
+        HOLD = asyncio.Event()
 
         def log(text):
             print(text, file=sys.stderr, flush=True)
@@ -44,6 +45,20 @@ enum LiveASGIApp {
                 return
             if path == "/ws/crash-before-accept":
                 raise RuntimeError("failed before accepting")
+            if path == "/ws/hold":
+                # Takes no message until GET /release: the client's messages pile up unread.
+                await send({"type": "websocket.accept"})
+                log("hold: accepted")
+                await HOLD.wait()
+                total = 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    if message.get("text") == "done":
+                        await send({"type": "websocket.send", "text": str(total)})
+                        continue
+                    total += len(message.get("bytes") or b"")
             await send({"type": "websocket.accept",
                         "subprotocol": scope["subprotocols"][0] if scope["subprotocols"] else None,
                         "headers": [(b"x-ws-token", TOKEN.encode())]})
@@ -156,6 +171,9 @@ enum LiveASGIApp {
                 except BaseException as error:
                     log(f"spin interrupted by {type(error).__name__}")
                     raise
+            elif path == "/release":
+                HOLD.set()
+                await respond(send, 200, b"released")
             elif path == "/keep":
                 # The request's receive() (and so the request) kept for the interpreter's life:
                 # it is freed only as the interpreter ends, after its types are torn down.
