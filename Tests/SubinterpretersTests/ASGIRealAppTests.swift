@@ -3,7 +3,8 @@ import Testing
 
 /// `subinterp serve` running real ASGI framework apps (Examples/asgi/) from the test venv,
 /// spoken to over real sockets, WebSocket routes through the `websockets` client.
-@Suite(.serialized) struct ASGIRealAppTests {
+/// Main-actor isolated, as `ASGIServeTests`: blocking tests off the threads async tests need.
+@Suite(.serialized) @MainActor struct ASGIRealAppTests {
     static var examples: String { ServedApp.examples("asgi") }
 
     /// Sends `messages` on a WebSocket at `url` and returns what came back, one line each.

@@ -9,7 +9,8 @@ import Glibc
 
 /// WebSocket through `subinterp serve` over real sockets: a real client (the `websockets`
 /// package) for what clients do, and raw frames for what they must not (Autobahn-style cases).
-@Suite struct ASGIWebSocketServeTests {
+/// Main-actor isolated, as `ASGIServeTests`: blocking tests off the threads async tests need.
+@Suite @MainActor struct ASGIWebSocketServeTests {
     static let app = "liveasgi:app"
 
     // MARK: - A real client
