@@ -73,7 +73,9 @@ typedef struct {
     int server_port;
     PyObject *methods[METHOD_COUNT];
     PyObject *strings[STRING_COUNT];
-    /// Requests whose task has not ended (borrowed; a request unlinks itself).
+    /// Requests whose task has not ended, each holding a reference: a request waiting on a
+    /// future only it knows (back-pressure, receive) is reachable from nothing else, and the
+    /// garbage collector would destroy it and its pending task. Unlinked when the task ends.
     cpy_asgi_request *active;
     int serving;
 } cpy_asgi_state;
@@ -916,7 +918,10 @@ static PyObject *cpy_asgi_send(PyObject *self, PyObject *message) {
 
 // MARK: - Request: lifecycle
 
-static void cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
+/// Takes the request out of the active list; returns 1 if it was in it (its reference is then
+/// the caller's to drop).
+static int cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
+    int linked = request->prev != NULL || state->active == request;
     if (request->prev != NULL) {
         request->prev->next = request->next;
     } else if (state->active == request) {
@@ -924,6 +929,7 @@ static void cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
     }
     if (request->next != NULL) request->next->prev = request->prev;
     request->prev = request->next = NULL;
+    return linked;
 }
 
 static void cpy_asgi_free_inbox(cpy_asgi_request *request) {
@@ -962,7 +968,8 @@ static PyObject *cpy_asgi_describe(cpy_asgi_state *state, PyObject *error) {
 static void cpy_asgi_finish(cpy_asgi_state *state, cpy_asgi_request *request, PyObject *task, PyObject *error) {
     if (request->flags & F_FINISHED) return;
     request->flags |= F_FINISHED;
-    cpy_asgi_unlink(state, request);
+    // The list's reference is dropped at the end: the request is used until then.
+    int linked = cpy_asgi_unlink(state, request);
     int outcome = CPY_ASGI_COMPLETED;
     PyObject *detail = NULL;
     PyObject *exception = NULL;
@@ -1035,6 +1042,7 @@ static void cpy_asgi_finish(cpy_asgi_state *state, cpy_asgi_request *request, Py
     CLEAR(request->status);
     CLEAR(request->headers);
     CLEAR(request->receivers);
+    if (linked) cpy_decref((PyObject *)request);
 }
 
 /// The task's done callback (when it did not finish as it started).
@@ -1443,6 +1451,7 @@ static void cpy_asgi_start(cpy_asgi_state *state, cpy_asgi_event *event) {
     request->kind = kind;
     request->close_code = 1005;
     request->stream->request = (PyObject *)request;
+    cpy_incref((PyObject *)request);  // the active list's reference
     request->next = state->active;
     if (state->active) state->active->prev = request;
     state->active = request;
@@ -1766,8 +1775,7 @@ static PyObject *cpy_asgi_module_detach(PyObject *module, PyObject *unused) {
     cpy_asgi_state *state = cpy_PyModule_GetState(module);
     state->serving = 0;
     while (state->active != NULL) {
-        cpy_asgi_request *request = state->active;
-        cpy_incref((PyObject *)request);
+        cpy_asgi_request *request = state->active;  // the list's reference, now ours
         request->flags |= F_FINISHED;
         cpy_asgi_unlink(state, request);
         cpy_asgi_tell_host(request, CPY_ASGI_CANCELLED, NULL);
@@ -1837,6 +1845,7 @@ static int cpy_asgi_traverse(PyObject *module, int (*visit)(PyObject *, void *),
                            state->future_kwnames, state->on_control, state->format_exception, state->wrap_awaitable,
                            state->interrupt_type, state->server};
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) VISIT(objects[i]);
+    for (cpy_asgi_request *request = state->active; request != NULL; request = request->next) VISIT(request);
     return 0;
 }
 
@@ -1849,6 +1858,12 @@ static int cpy_asgi_clear(PyObject *module) {
                             &state->future_kwnames, &state->on_control, &state->format_exception, &state->wrap_awaitable,
                             &state->interrupt_type, &state->server};
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) CLEAR(*objects[i]);
+    // Requests still listed (the interpreter is ending): the list lets go of them.
+    while (state->active != NULL) {
+        cpy_asgi_request *request = state->active;
+        cpy_asgi_unlink(state, request);
+        cpy_decref((PyObject *)request);
+    }
     for (int i = 0; i < STRING_COUNT; i++) CLEAR(state->strings[i]);
     for (int i = 0; i < METHOD_COUNT; i++) CLEAR(state->methods[i]);
     free(state->server_host);

@@ -98,6 +98,9 @@ import Testing
                 except BaseException as error:
                     EVENTS.put(f"interrupted by {type(error).__module__}.{type(error).__name__}")
                     raise
+            elif path == "/gc":
+                import gc
+                await respond(send, 200, str(gc.collect()).encode())
             elif path == "/executor":
                 # Finished by another thread: it wakes the loop (call_soon_threadsafe).
                 result = await asyncio.get_running_loop().run_in_executor(None, sum, [1, 2, 3])
@@ -243,6 +246,30 @@ import Testing
         #expect(try await app.nextEvent() == "sent end")
         #expect(try await sink.outcome() == .completed)
         #expect(sink.body == "part0part1part2part3end")
+        await server.shutdown(grace: .seconds(5))
+    }
+
+    /// A request waiting for the connection (back-pressure) or for the client holds nothing
+    /// the event loop knows of: only the worker keeps it. A garbage collection in between must
+    /// not destroy it.
+    @Test func aWaitingRequestSurvivesAGarbageCollection() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        let full = TestHTTPSink { count in count == 1 ? .full : .ready }
+        let streaming = try #require(server.get("/stream", sink: full))
+        try await full.recorder.wait(for: "respond 1 status 200 part0 more")
+        let waiting = TestHTTPSink()
+        let disconnecting = try #require(server.get("/wait-disconnect", sink: waiting))
+        try await waiting.recorder.wait(for: "respond 1 status 200 waiting more")
+        let collector = TestHTTPSink()
+        _ = server.get("/gc", sink: collector)
+        #expect(try await collector.outcome() == .completed)
+        streaming.writable()
+        #expect(try await full.outcome() == .completed)
+        #expect(full.body == "part0part1part2part3end")
+        disconnecting.disconnected()
+        #expect(try await waiting.outcome() == .disconnected)
+        #expect(try await app.nextEvent() == "sent part0")
         await server.shutdown(grace: .seconds(5))
     }
 
