@@ -42,12 +42,12 @@ final class Metrics: Sendable {
 /// The metrics endpoint: answers every request with the metrics, through the same HTTP layer.
 struct MetricsApplication: HTTPApplication {
     let metrics: Metrics
-    let dispatcher: WSGIDispatcher
+    let dispatcher: AppDispatcher
     let workers: Int
 
     func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
-        let statistics = dispatcher.current?.application.pool.statistics
-        let text = metrics.exposition(busyWorkers: statistics?.running ?? 0, queued: statistics?.queued ?? 0, workers: workers)
+        let activity = dispatcher.current?.application.activity
+        let text = metrics.exposition(busyWorkers: activity?.busy ?? 0, queued: activity?.queued ?? 0, workers: workers)
         var head = HTTPResponseHead.server(status: 200, reason: "OK")
         try! head.add(name: "Content-Type", value: "text/plain; version=0.0.4")
         exchange.send(head: head, body: ByteBuffer(string: text), end: true)

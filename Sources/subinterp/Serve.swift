@@ -8,19 +8,21 @@ import SubinterpServer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a WSGI app over HTTP/1.1 with one isolated sub-interpreter per worker.",
+        abstract: "Serve a WSGI or ASGI app over HTTP/1.1 (and WebSocket) with one isolated sub-interpreter per worker.",
         discussion: """
             Every option can also come from the environment: SUBINTERP_WORKERS, SUBINTERP_BIND \
-            (comma-separated), SUBINTERP_CHDIR, SUBINTERP_PYTHON, SUBINTERP_TIMEOUT, \
+            (comma-separated), SUBINTERP_CHDIR, SUBINTERP_PYTHON, SUBINTERP_INTERFACE, SUBINTERP_TIMEOUT, \
             SUBINTERP_MAX_REQUESTS, SUBINTERP_MAX_BODY, SUBINTERP_MAX_BODY_MEMORY, SUBINTERP_BACKLOG, \
             SUBINTERP_MAX_CONNECTIONS, SUBINTERP_REQUEST_READ_TIMEOUT, SUBINTERP_WRITE_TIMEOUT, \
-            SUBINTERP_ACCESS_LOG (1), SUBINTERP_LOG_LEVEL, SUBINTERP_METRICS_BIND. A flag wins over its variable.
+            SUBINTERP_ACCESS_LOG (1), SUBINTERP_LOG_LEVEL, SUBINTERP_METRICS_BIND, SUBINTERP_LIFESPAN, \
+            SUBINTERP_LIMIT_CONCURRENCY, SUBINTERP_ROOT_PATH, SUBINTERP_WS_MAX_SIZE. A flag wins over its variable.
             SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: load the \
             app again in fresh interpreters without dropping a request.
             """)
 
     @OptionGroup var python: PythonOptions
     @Argument(help: "The app: MODULE:APP, or MODULE:factory() to call a factory.") var app: String
+    @Option(help: "auto, wsgi or asgi: how to call the app (default auto: an async callable is ASGI).") var interface: String?
     @Option(help: "Worker interpreters (default: CPU count).") var workers: Int?
     @Option(help: "HOST:PORT to listen on; repeat for several (default 127.0.0.1:8000; :PORT for all interfaces; port 0 picks a free one).")
     var bind: [String] = []
@@ -39,6 +41,13 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Print an access log line per request (Common Log Format) on stdout.") var accessLog = false
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(help: "HOST:PORT for Prometheus metrics.") var metricsBind: String?
+    @Option(help: "ASGI: auto, on or off: lifespan events for the app (default auto: used if the app supports them).")
+    var lifespan: String?
+    @Option(help: "ASGI: answer 503 beyond this many requests and WebSocket connections in flight at once (default: no limit).")
+    var limitConcurrency: Int?
+    @Option(help: "ASGI: the scope's root_path, where a proxy mounts the app (e.g. /api).") var rootPath: String?
+    @Option(help: "ASGI: close WebSocket connections with 1009 on messages larger than this many bytes (default 16 MiB).")
+    var wsMaxSize: Int?
 
     private func environment(_ name: String) -> String? {
         let value = ProcessInfo.processInfo.environment["SUBINTERP_" + name]
@@ -74,6 +83,23 @@ struct Serve: AsyncParsableCommand {
         if maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if !(requestReadTimeout > 0) { throw ValidationError("--request-read-timeout must be > 0 seconds") }
         if !(writeTimeout > 0) { throw ValidationError("--write-timeout must be > 0 seconds") }
+        let interfaceName = (interface ?? environment("INTERFACE") ?? "auto").lowercased()
+        guard interfaceName == "auto" || AppInterface(rawValue: interfaceName) != nil else {
+            throw ValidationError("--interface must be auto, wsgi or asgi, not '\(interfaceName)'")
+        }
+        let lifespanName = (lifespan ?? environment("LIFESPAN") ?? "auto").lowercased()
+        guard let lifespanMode = ASGILifespanMode(rawValue: lifespanName) else {
+            throw ValidationError("--lifespan must be auto, on or off, not '\(lifespanName)'")
+        }
+        let limitConcurrency = try number(self.limitConcurrency, "LIMIT_CONCURRENCY", "--limit-concurrency")
+        if let limitConcurrency, limitConcurrency < 1 { throw ValidationError("--limit-concurrency must be at least 1") }
+        let wsMaxSize = try number(self.wsMaxSize, "WS_MAX_SIZE", "--ws-max-size") ?? 16 << 20
+        if wsMaxSize < 1 || wsMaxSize > Int(UInt32.max) { throw ValidationError("--ws-max-size must be between 1 and \(UInt32.max) bytes") }
+        var rootPath = rootPath ?? environment("ROOT_PATH") ?? ""
+        if !rootPath.isEmpty && !rootPath.hasPrefix("/") {
+            throw ValidationError("--root-path must start with / (e.g. /api), not '\(rootPath)'")
+        }
+        while rootPath.hasSuffix("/") { rootPath.removeLast() }
         let binds = bind.isEmpty ? (environment("BIND")?.split(separator: ",").map(String.init) ?? ["127.0.0.1:8000"]) : bind
         // Python first: a relative --python is relative to where the command was started.
         let runtime = try python.start()
@@ -93,17 +119,29 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "subinterp.serve")
-        let configuration = WSGIServer.Configuration(
+        var configuration = AppServer.Configuration(
             app: app, workers: workers, binds: binds, directory: FileManager.default.currentDirectoryPath,
             timeout: timeout > 0 ? .milliseconds(Int(timeout * 1000)) : nil, maxRequests: maxRequests, maxBody: maxBody,
             backlog: backlog, metricsBind: metricsBind ?? environment("METRICS_BIND"), maxConnections: maxConnections,
             requestReadTimeout: .milliseconds(Int(requestReadTimeout * 1000)), writeTimeout: .milliseconds(Int(writeTimeout * 1000)),
             maxBodyMemory: maxBodyMemory)
+        configuration.interface = AppInterface(rawValue: interfaceName)
+        configuration.lifespan = lifespanMode
+        configuration.limitConcurrency = limitConcurrency
+        configuration.rootPath = rootPath
+        configuration.webSocketMaxSize = wsMaxSize
         let printAccess: (@Sendable (String) -> Void)? = accessLog ? { @Sendable line in printLine(line) } : nil
-        let server = try await failing {
-            try await WSGIServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
+        let server = try await failing { [configuration] in
+            do {
+                return try await AppServer(configuration: configuration, runtime: runtime, logger: logger, accessLog: printAccess)
+            } catch let error as SubinterpreterError where error.code == .incompatibleExtensionModule {
+                // The line names the module and what to do; the import's traceback adds nothing.
+                printError(error.message)
+                throw ExitCode(1)
+            }
         }
-        var ready = "subinterp: serving \(app) on \(server.addresses.map(\.description).joined(separator: ", ")) with \(workers) worker interpreters"
+        let addresses = server.addresses.map(\.description).joined(separator: ", ")
+        var ready = "subinterp: serving \(app) on \(addresses) with \(workers) worker interpreters (\(server.interface.rawValue.uppercased()))"
         if let metrics = server.metricsAddress {
             ready += "; metrics on \(metrics.url)/metrics" + (metrics.allInterfaces ? " (all interfaces)" : "")
         }
@@ -133,7 +171,7 @@ struct Serve: AsyncParsableCommand {
 /// The server as the service group runs it: it starts accepting and says so on stderr once the
 /// group has trapped its signals.
 private struct Announced: Service {
-    let server: WSGIServer
+    let server: AppServer
     let line: String
 
     func run() async throws {

@@ -39,6 +39,24 @@ import Testing
         for interpreter in interpreters { await interpreter.close() }
     }
 
+    /// `--interface auto` imports the app once to tell WSGI from ASGI. CPython keeps most of an
+    /// ended isolated interpreter's memory, so doing that in a throwaway interpreter would leave
+    /// the server a worker's worth of memory bigger than naming the interface does.
+    @Test func tellingTheInterfaceCostsTheServerNoMemory() throws {
+        func rss(_ arguments: [String]) throws -> Int {
+            let server = try LiveServer(["--workers", "1"] + arguments, app: "liveasgi:app")
+            defer { server.stop() }
+            // The app imports enough that a leaked copy would show.
+            #expect(try RawHTTP.get(server.port, "/")?.status == 200)
+            let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) << 10
+        }
+        let named = try rss(["--interface", "asgi"])
+        let detected = try rss([])
+        #expect(detected < named + (3 << 20), "auto: \(detected >> 20) MiB, --interface asgi: \(named >> 20) MiB")
+    }
+
     /// 1,000 create/use/close cycles without a crash, and the host adds no leak of its own.
     /// CPython 3.12/3.13 itself keeps ~1.7 MiB per ended isolated interpreter (its obmalloc arenas
     /// are not freed while any block is left), so the growth is compared with CPython's own:

@@ -157,6 +157,7 @@ final class LiveServer {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try Self.app.write(to: directory.appendingPathComponent("liveapp.py"), atomically: true, encoding: .utf8)
+        try LiveASGIApp.source.write(to: directory.appendingPathComponent("liveasgi.py"), atomically: true, encoding: .utf8)
         try "1".write(to: directory.appendingPathComponent("version.txt"), atomically: true, encoding: .utf8)
         stderrFile = directory.appendingPathComponent("stderr")
         stdoutFile = directory.appendingPathComponent("stdout")
@@ -176,6 +177,16 @@ final class LiveServer {
             throw SubinterpreterError(.runtimeFailed, "the server did not start: \(stderr)")
         }
         self.port = port
+    }
+
+    /// A fresh directory with the live apps in it (for a server started another way).
+    static func writeApps() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-apps-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try app.write(to: directory.appendingPathComponent("liveapp.py"), atomically: true, encoding: .utf8)
+        try LiveASGIApp.source.write(to: directory.appendingPathComponent("liveasgi.py"), atomically: true, encoding: .utf8)
+        try "1".write(to: directory.appendingPathComponent("version.txt"), atomically: true, encoding: .utf8)
+        return directory.path
     }
 
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }

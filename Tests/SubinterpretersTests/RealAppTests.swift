@@ -209,9 +209,12 @@ final class ServedApp {
     static let startupLimit: TimeInterval = 60
     static let stopLimit: TimeInterval = 30
 
-    static var examples: String {
+    static var examples: String { examples("wsgi") }
+
+    /// `Examples/KIND` (wsgi, asgi).
+    static func examples(_ kind: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Examples/wsgi").path
+            .appendingPathComponent("Examples/\(kind)").path
     }
 
     /// The test venv's python: `$SUBINTERP_TEST_VENV`, else made (once) by scripts/test-venv, so
@@ -253,7 +256,7 @@ final class ServedApp {
         self.directory = directory
     }
 
-    private static func launch(_ app: String, workers: Int, extra: [String]) throws -> (Process, URL) {
+    private static func launch(_ app: String, workers: Int, extra: [String], examples: String = examples) throws -> (Process, URL) {
         let python = try venvPython()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -277,8 +280,8 @@ final class ServedApp {
     }
 
     /// Starts the server and waits for its readiness line.
-    static func start(_ app: String, workers: Int = 2, extra: [String] = []) throws -> ServedApp {
-        let (process, directory) = try launch(app, workers: workers, extra: extra)
+    static func start(_ app: String, workers: Int = 2, extra: [String] = [], examples: String = examples) throws -> ServedApp {
+        let (process, directory) = try launch(app, workers: workers, extra: extra, examples: examples)
         let deadline = Date().addingTimeInterval(startupLimit)
         let pattern = try Regex(#"subinterp: serving \S+ on http://127\.0\.0\.1:(\d+)"#)
         while true {
@@ -300,8 +303,8 @@ final class ServedApp {
     }
 
     /// Runs a server that is expected to fail at startup; kills it if it is still up after the startup limit.
-    static func runUntilExit(_ app: String, workers: Int = 2) throws -> (status: Int32, stderr: String) {
-        let (process, directory) = try launch(app, workers: workers, extra: [])
+    static func runUntilExit(_ app: String, workers: Int = 2, examples: String = examples) throws -> (status: Int32, stderr: String) {
+        let (process, directory) = try launch(app, workers: workers, extra: [], examples: examples)
         defer { try? FileManager.default.removeItem(at: directory) }
         let deadline = Date().addingTimeInterval(startupLimit)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

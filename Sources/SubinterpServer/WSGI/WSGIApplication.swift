@@ -140,3 +140,17 @@ final class WSGIApplication: Sendable {
         return buffer
     }
 }
+
+extension WSGIApplication: LoadedApp {
+    /// A WSGI request reaches its worker only once it is whole.
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery { .collect }
+
+    var activity: (busy: Int, queued: Int) {
+        let statistics = pool.statistics
+        return (statistics.running, statistics.queued)
+    }
+
+    func shutdown(cancelPending: Bool) async {
+        await pool.shutdown(cancelPending: cancelPending)
+    }
+}

@@ -6,12 +6,16 @@ import ServiceLifecycle
 import Subinterpreters
 import Synchronization
 
-/// An HTTP/1.1 server for a WSGI app whose workers are isolated sub-interpreters of this
-/// process: `subinterp serve`.
-public final class WSGIServer: Service, Sendable {
+/// An HTTP/1.1 server for a WSGI or ASGI app whose workers are isolated sub-interpreters of
+/// this process: `subinterp serve`. Both kinds of app share the HTTP layer (`HTTP/`); a WSGI app
+/// runs on a pool of workers (`WSGIApplication`), an ASGI app on an event loop in each worker
+/// (`ASGIBridge`), and WebSocket connections are ASGI's.
+public final class AppServer: Service, Sendable {
     public struct Configuration: Sendable {
         /// `MODULE:APP`, or `MODULE:factory()` to call a factory once per worker.
         public var app: String
+        /// How to call the app; nil: decide from the app (an async callable is ASGI).
+        public var interface: AppInterface?
         public var workers: Int
         /// `HOST:PORT` pairs to listen on; port 0 picks a free port, `:PORT` means all interfaces.
         public var binds: [String]
@@ -43,15 +47,29 @@ public final class WSGIServer: Service, Sendable {
         /// Request bodies held in memory at once, all connections together; a request that would
         /// go over gets 503 with `Retry-After`.
         public var maxBodyMemory: Int
+        /// ASGI: whether the app gets lifespan events.
+        public var lifespan: ASGILifespanMode
+        /// ASGI: requests and WebSocket connections in flight at once (all workers); beyond it, 503.
+        public var limitConcurrency: Int?
+        /// ASGI: the scope's `root_path` (the prefix under which the app is mounted).
+        public var rootPath: String
+        /// ASGI: larger WebSocket messages close the connection with 1009.
+        public var webSocketMaxSize: Int
 
         public init(
             app: String, workers: Int = SystemInfo.cpuCount, binds: [String] = ["127.0.0.1:8000"], directory: String? = nil,
             timeout: Duration? = .seconds(30), maxRequests: Int? = nil, maxBody: Int = 16 << 20, maxHeaderBytes: Int = 16 << 10,
             backlog: Int = 2048, idleTimeout: Duration = .seconds(5), gracePeriod: Duration = .seconds(30), metricsBind: String? = nil,
             maxConnections: Int = 1000, requestReadTimeout: Duration = .seconds(30), writeTimeout: Duration = .seconds(30),
-            maxBodyMemory: Int = 256 << 20
+            maxBodyMemory: Int = 256 << 20, interface: AppInterface? = nil, lifespan: ASGILifespanMode = .auto,
+            limitConcurrency: Int? = nil, rootPath: String = "", webSocketMaxSize: Int = 16 << 20
         ) {
             self.app = app
+            self.interface = interface
+            self.lifespan = lifespan
+            self.limitConcurrency = limitConcurrency
+            self.rootPath = rootPath
+            self.webSocketMaxSize = webSocketMaxSize
             self.workers = workers
             self.binds = binds
             self.directory = directory
@@ -82,9 +100,11 @@ public final class WSGIServer: Service, Sendable {
     }
 
     public let configuration: Configuration
+    /// How the app is called (`configuration.interface`, or what the app turned out to be).
+    public let interface: AppInterface
     let runtime: PythonRuntime
     let logger: Logger
-    let dispatcher = WSGIDispatcher()
+    let dispatcher = AppDispatcher()
     let metrics = Metrics()
     private let group: MultiThreadedEventLoopGroup
     private let http: HTTPServer
@@ -99,13 +119,20 @@ public final class WSGIServer: Service, Sendable {
     /// Binds every address first (so a port in use or an unknown host is reported at once, in
     /// one line, before any worker starts), then loads the app in `configuration.workers`
     /// interpreters (failing with `subinterp check`'s message for an incompatible extension
-    /// module). Nothing is accepted before `start()`.
+    /// module, or an ASGI app's `lifespan.startup.failed` message). Nothing is accepted before
+    /// `start()`.
     public init(
         configuration: Configuration, runtime: PythonRuntime, logger: Logger,
         accessLog: (@Sendable (String) -> Void)? = nil
     ) async throws {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "--workers must be at least 1")
+        }
+        if let limit = configuration.limitConcurrency, limit < 1 {
+            throw SubinterpreterError(.invalidArgument, "--limit-concurrency must be at least 1")
+        }
+        guard configuration.webSocketMaxSize >= 1, configuration.webSocketMaxSize <= Int(UInt32.max) else {
+            throw SubinterpreterError(.invalidArgument, "--ws-max-size must be between 1 and \(UInt32.max) bytes")
         }
         let binds: [ListenAddress]
         let metricsBind: ListenAddress?
@@ -155,7 +182,9 @@ public final class WSGIServer: Service, Sendable {
             } else {
                 metricsAddress = nil
             }
-            dispatcher.install(try await Self.load(configuration, runtime: runtime, logger: logger))
+            let interface = try await Self.interface(of: configuration, runtime: runtime)
+            self.interface = interface
+            dispatcher.install(try await Self.load(configuration, interface: interface, runtime: runtime, logger: logger))
         } catch {
             await http.closeListeners()
             await metricsServer.closeListeners()
@@ -165,10 +194,36 @@ public final class WSGIServer: Service, Sendable {
         }
     }
 
-    private static func load(_ configuration: Configuration, runtime: PythonRuntime, logger: Logger) async throws -> WSGIApplication {
-        try await WSGIApplication(
-            app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
-            timeout: configuration.timeout, path: configuration.directory.map { [$0] } ?? [], runtime: runtime, logger: logger)
+    /// The interface configured, or (`--interface auto`) what the app is, as uvicorn decides.
+    private static func interface(of configuration: Configuration, runtime: PythonRuntime) async throws -> AppInterface {
+        if let given = configuration.interface { return given }
+        do {
+            return try await AppInterface.detect(app: configuration.app, path: configuration.directory.map { [$0] } ?? [], runtime: runtime)
+        } catch let error as SubinterpreterError {
+            throw ASGIApplication.loadError(app: configuration.app, error)
+        }
+    }
+
+    private static func load(
+        _ configuration: Configuration, interface: AppInterface, runtime: PythonRuntime, logger: Logger
+    ) async throws -> any LoadedApp {
+        let path = configuration.directory.map { [$0] } ?? []
+        switch interface {
+        case .wsgi:
+            return try await WSGIApplication(
+                app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
+                timeout: configuration.timeout, path: path, runtime: runtime, logger: logger)
+        case .asgi:
+            var asgi = ASGIConfiguration(app: configuration.app, workers: configuration.workers, path: path)
+            asgi.rootPath = configuration.rootPath
+            asgi.lifespan = configuration.lifespan
+            asgi.timeout = configuration.timeout
+            asgi.limitConcurrency = configuration.limitConcurrency
+            asgi.maxRequests = configuration.maxRequests
+            asgi.stopLimit = min(asgi.stopLimit, configuration.gracePeriod)
+            return try await ASGIBridge.start(
+                configuration: asgi, webSocketMaxSize: configuration.webSocketMaxSize, runtime: runtime, logger: logger)
+        }
     }
 
     private static func timeAmount(_ duration: Duration) -> TimeAmount {
@@ -208,25 +263,25 @@ public final class WSGIServer: Service, Sendable {
         timer.cancel()
         for generation in generations {
             generation.giveUp()
-            await generation.application.pool.shutdown(cancelPending: true)
+            await generation.application.shutdown(cancelPending: true)
         }
         await metricsServer.drain(until: .now())
         try? await group.shutdownGracefully()
     }
 
     /// Loads the app again in fresh interpreters and switches new requests to them; requests
-    /// already dispatched finish on the old workers, whose pool closes when the last of them is
-    /// done. No request is dropped.
+    /// (and WebSocket connections) already dispatched finish on the old workers, which end when
+    /// the last of them is done. No request is dropped.
     public func reload() async throws {
         if let old = try await switchToFreshLoad() { await retire(old) }
     }
 
     /// The first half of a reload: loads the app in fresh interpreters and makes them current.
     /// Returns the generation they replace.
-    func switchToFreshLoad() async throws -> WSGIGeneration? {
-        let fresh = try await Self.load(configuration, runtime: runtime, logger: logger)
+    func switchToFreshLoad() async throws -> AppGeneration? {
+        let fresh = try await Self.load(configuration, interface: interface, runtime: runtime, logger: logger)
         guard !stopped.withLock({ $0 }) else {
-            await fresh.pool.shutdown(cancelPending: true)
+            await fresh.shutdown(cancelPending: true)
             return nil
         }
         let old = dispatcher.install(fresh)
@@ -234,10 +289,10 @@ public final class WSGIServer: Service, Sendable {
         return old
     }
 
-    /// The second half: waits until no request holds `old`, then closes its pool.
-    func retire(_ old: WSGIGeneration) async {
+    /// The second half: waits until no request holds `old`, then ends its workers.
+    func retire(_ old: AppGeneration) async {
         await old.idle()
-        await old.application.pool.shutdown(cancelPending: false)
+        await old.application.shutdown(cancelPending: false)
         dispatcher.forget(old)
     }
 }

@@ -1,13 +1,29 @@
 import NIOCore
 import Synchronization
 
+/// An app loaded in its workers, as `AppServer` runs it: a WSGI app on a pool
+/// (`WSGIApplication`), an ASGI app on event loops (`ASGIBridge`). Both sit on the same HTTP
+/// layer; this is all the server needs of either.
+protocol LoadedApp: AnyObject, Sendable {
+    /// How the body of this request reaches the app (`HTTPApplication.bodyDelivery(for:)`).
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery
+    /// Runs the request (or WebSocket connection) and answers through `exchange`. `finished`
+    /// runs once the app is done with it, whatever the outcome.
+    func handle(_ request: HTTPRequest, _ exchange: HTTPExchange, finished: @escaping @Sendable () -> Void)
+    /// Workers running a request now, and requests waiting for one (for the metrics endpoint).
+    var activity: (busy: Int, queued: Int) { get }
+    /// Ends the workers. With `cancelPending`, whatever still runs is cut off (the server's
+    /// grace period is over); otherwise nothing runs any more (a retired load).
+    func shutdown(cancelPending: Bool) async
+}
+
 /// One load of the app (at start, and again at each reload) and how many requests hold it.
 ///
 /// A request takes its generation when it is dispatched and gives it back when its worker is
-/// done with it, so a reload retires the old generation and closes its pool only when the
-/// last request that picked it is done: none of them can find that pool shut.
-final class WSGIGeneration: Sendable {
-    let application: WSGIApplication
+/// done with it, so a reload retires the old generation and ends its workers only when the
+/// last request that picked it is done: none of them can find those workers gone.
+final class AppGeneration: Sendable {
+    let application: any LoadedApp
     private struct State {
         var inFlight = 0
         var retired = false
@@ -15,7 +31,7 @@ final class WSGIGeneration: Sendable {
     }
     private let state = Mutex(State())
 
-    init(_ application: WSGIApplication) {
+    init(_ application: any LoadedApp) {
         self.application = application
     }
 
@@ -25,7 +41,7 @@ final class WSGIGeneration: Sendable {
         state.withLock { $0.inFlight += 1 }
     }
 
-    /// Gives back what `WSGIDispatcher.pick()` took.
+    /// Gives back what `AppDispatcher.pick()` took.
     func release() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.inFlight -= 1
@@ -64,25 +80,25 @@ final class WSGIGeneration: Sendable {
 
 /// The `HTTPApplication` of `subinterp serve`: runs each request on the current generation of
 /// the app, counting it in.
-final class WSGIDispatcher: HTTPApplication {
+final class AppDispatcher: HTTPApplication {
     private struct State {
-        var current: WSGIGeneration?
+        var current: AppGeneration?
         /// Replaced generations whose requests have not all finished.
-        var retiring: [WSGIGeneration] = []
+        var retiring: [AppGeneration] = []
     }
     private let state = Mutex(State())
 
-    var current: WSGIGeneration? { state.withLock { $0.current } }
+    var current: AppGeneration? { state.withLock { $0.current } }
 
     /// Every generation still alive: the current one and those retiring.
-    var all: [WSGIGeneration] {
+    var all: [AppGeneration] {
         state.withLock { state in (state.current.map { [$0] } ?? []) + state.retiring }
     }
 
     /// Makes `application` current; returns the generation it replaces (now retiring).
     @discardableResult
-    func install(_ application: WSGIApplication) -> WSGIGeneration? {
-        let fresh = WSGIGeneration(application)
+    func install(_ application: any LoadedApp) -> AppGeneration? {
+        let fresh = AppGeneration(application)
         return state.withLock { state in
             let old = state.current
             if let old {
@@ -95,17 +111,21 @@ final class WSGIDispatcher: HTTPApplication {
     }
 
     /// The retired generation is closed: forget it.
-    func forget(_ generation: WSGIGeneration) {
+    func forget(_ generation: AppGeneration) {
         state.withLock { state in state.retiring.removeAll { $0 === generation } }
     }
 
     /// The current generation, counted in until `release()`. Taken under the same lock that
     /// switches generations: once `install` returns, nothing can pick the old one any more.
-    func pick() -> WSGIGeneration? {
+    func pick() -> AppGeneration? {
         state.withLock { state in
             state.current?.acquire()
             return state.current
         }
+    }
+
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery {
+        current?.application.bodyDelivery(for: head) ?? .collect
     }
 
     func handle(_ request: HTTPRequest, _ exchange: HTTPExchange) {
