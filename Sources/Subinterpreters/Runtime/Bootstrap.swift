@@ -1,6 +1,9 @@
 /// Python run once in every new interpreter, before any user code. It hangs a few private
 /// helpers on the built-in `subinterp` module and, when asked, replaces `sys.stdout` and
 /// `sys.stderr` with writers that emit whole lines under the host's output lock.
+///
+/// The host sets `_ISOLATED` in its globals: False when a worker of kind `main` enters the
+/// main interpreter, which refuses no extension module and may run this more than once.
 enum Bootstrap {
     static let source = #"""
 import sys
@@ -24,7 +27,8 @@ class _RefuseUnsafeExtensions:
             raise ImportError(f"module {name} does not support loading in subinterpreters", name=name)
         return None
 
-sys.meta_path.insert(0, _RefuseUnsafeExtensions)
+if _ISOLATED:
+    sys.meta_path.insert(0, _RefuseUnsafeExtensions)
 
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
@@ -236,7 +240,9 @@ class CancelledError(BaseException):
     A BaseException, like KeyboardInterrupt, so `except Exception` does not swallow it."""
     __module__ = "subinterp"
 
-subinterp.CancelledError = CancelledError
+# Several workers may enter the main interpreter: they share one CancelledError, the first.
+if _ISOLATED or not hasattr(subinterp, "CancelledError"):
+    subinterp.CancelledError = CancelledError
 subinterp._describe = _describe
 subinterp._before_end = _before_end
 subinterp._run_path = _run_path
