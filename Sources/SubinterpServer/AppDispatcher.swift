@@ -87,8 +87,16 @@ final class AppDispatcher: HTTPApplication {
         var retiring: [AppGeneration] = []
     }
     private let state = Mutex(State())
+    /// Told when a request starts and when its worker is done with it (a worker process
+    /// counts both: the free-worker limit of its accepts, and recycling).
+    private let observer = Mutex<(started: @Sendable () -> Void, finished: @Sendable () -> Void)?>(nil)
 
     var current: AppGeneration? { state.withLock { $0.current } }
+
+    /// Sets what is told of each request's start and end (once, before requests arrive).
+    func observe(started: @escaping @Sendable () -> Void, finished: @escaping @Sendable () -> Void) {
+        observer.withLock { $0 = (started, finished) }
+    }
 
     /// Every generation still alive: the current one and those retiring.
     var all: [AppGeneration] {
@@ -133,6 +141,14 @@ final class AppDispatcher: HTTPApplication {
             exchange.fail(status: 503, reason: "Service Unavailable")
             return
         }
-        generation.application.handle(request, exchange) { generation.release() }
+        guard let observer = observer.withLock({ $0 }) else {
+            generation.application.handle(request, exchange) { generation.release() }
+            return
+        }
+        observer.started()
+        generation.application.handle(request, exchange) {
+            generation.release()
+            observer.finished()
+        }
     }
 }

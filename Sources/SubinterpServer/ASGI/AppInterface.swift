@@ -6,10 +6,12 @@ public enum AppInterface: String, Sendable, CaseIterable {
 
     /// What `--interface auto` picks for `app`: ASGI for an async callable (a coroutine
     /// function, or an object whose `__call__` is one), as uvicorn decides; WSGI otherwise.
-    /// Imports the app once in a fresh interpreter, which is then closed; throws with the
-    /// app's traceback if it does not load.
-    package static func detect(app: String, path: [String], runtime: PythonRuntime) async throws -> AppInterface {
-        let interpreter = try await Interpreter(runtime: runtime, options: InterpreterOptions(path: path))
+    /// Imports the app once in a fresh interpreter (of `kind`), which is then closed; throws
+    /// with the app's traceback if it does not load.
+    package static func detect(
+        app: String, path: [String], runtime: PythonRuntime, kind: InterpreterKind = .isolated
+    ) async throws -> AppInterface {
+        let interpreter = try await Interpreter(runtime: runtime, options: InterpreterOptions(path: path, kind: kind))
         do {
             let found = try await interpreter.withPython { python -> String in
                 try python.exec(ASGIAdapter.loader(app: app), filename: "<subinterp asgi>")
