@@ -102,7 +102,8 @@ package struct ServeSettings: Codable, Sendable {
     func describeWorkers(interface: String) -> String {
         let kind = interface.uppercased()
         if isolation == .processes {
-            return "\(processes) worker process\(processes == 1 ? "" : "es") (\(kind), one request at a time each)"
+            let each = interface == AppInterface.wsgi.rawValue ? "one request at a time each" : "one event loop each"
+            return "\(processes) worker process\(processes == 1 ? "" : "es") (\(kind), \(each))"
         }
         let interpreters = "\(server.workers) worker interpreter\(server.workers == 1 ? "" : "s")"
         return processes == 1

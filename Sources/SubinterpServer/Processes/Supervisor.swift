@@ -609,8 +609,8 @@ extension Supervisor {
     /// The one warning line of `--isolation auto` when it falls back to processes.
     package static func fallbackWarning(app: String, module: String, processes: Int) -> String {
         "\(app) cannot run in a sub-interpreter (extension module '\(module)' does not support them); serving it in "
-            + "\(processes) worker process\(processes == 1 ? "" : "es") instead, one request at a time each "
-            + "(each process holds its own Python and copy of the app: more memory than interpreters)"
+            + "\(processes) worker process\(processes == 1 ? "" : "es") instead (--isolation processes: each holds its own "
+            + "Python and copy of the app, so more memory than interpreters, and a WSGI app serves one request at a time in each)"
     }
 
     /// Replaces this process with a supervisor of worker processes for `settings` (an `exec` of
