@@ -381,8 +381,9 @@ def svg_chart(groups):
 # They are rendered as one table per workload, one line per runner.
 
 SERVE_METRICS = ["req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
-SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "Granian", "gunicorn sync",
-                 "gunicorn gthread"]
+SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "subinterp serve --isolation processes",
+                 "subinterp serve 1×4", "subinterp serve 2×2", "subinterp serve 4×1", "subinterp serve 2×1",
+                 "Granian", "gunicorn sync", "gunicorn gthread"]
 SERVE_WORKLOADS = {
     "hello": ("plain WSGI hello world", "a 14-byte text/plain body with Content-Length"),
     "hello-1w": ("plain WSGI hello world, 1 worker", "as hello, with one worker"),
@@ -392,6 +393,15 @@ SERVE_WORKLOADS = {
     "flask-cpu-1w": ("Flask + CPU work, 1 worker", "as flask-cpu, with one worker"),
     "stream-1mb": ("1 MiB streamed", "a WSGI generator yielding 16 × 64 KiB, no Content-Length "
                    "(wrk -c8 instead of -c32)"),
+    "flask-numpy": ("an app that cannot run in a sub-interpreter",
+                    "a Flask view using numpy and orjson, which refuse sub-interpreters: subinterp serve "
+                    "runs it in worker processes (--isolation processes), as many as the others' workers"),
+    "layouts-4w": ("4 workers as processes × interpreters",
+                   "flask-json with 4 workers: subinterp serve as 1×4, 2×2 and 4×1 (worker processes × "
+                   "interpreters each), Granian and gunicorn sync with 4 workers"),
+    "mixed": ("slow and fast requests, a new connection each",
+              "apps:mixed with Connection: close, one request in 200 taking ~50 ms of CPU (wrk -s mixed.lua): "
+              "the p99 shows whether a worker busy with a slow request keeps taking new connections"),
 }
 
 
@@ -426,7 +436,7 @@ def serve_markdown(rows, sources):
     out = ["# " + SUITES["serve"][0], ""]
     out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
                + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
-    out.append("Every server runs the same app from `Benchmarks/serve/apps.py` on 127.0.0.1, "
+    out.append("Every server runs the same app from `Benchmarks/serve/` on 127.0.0.1, "
                "measured with `wrk -t2 -c32 -d10s --latency` after a 2 s warm-up (stream-1mb: -c8). "
                "*errors* = non-2xx/3xx responses + socket errors; *RSS* = VmRSS summed over the "
                "server process and all its descendants when wrk ends. "

@@ -12,11 +12,13 @@ import Synchronization
 /// gives no way to poll the socket exclusively. Here that case is ordinary: the thread goes
 /// back to `poll`.
 ///
-/// The thread asks the registry before each accept (the connection limit, and the free-worker
-/// limit of a worker process); while it may not accept, it does not poll the socket at all, so
-/// connections stay in the shared backlog for a process that has room. It sleeps in `poll` on
-/// the socket and a wake-up pipe that `stop()` and the registry's resume write to: no polling
-/// loop.
+/// The thread asks the registry before each accept. While the process has a free worker it
+/// accepts at once. While every worker is busy it leaves a waiting connection in the shared
+/// backlog, where a process with a free worker takes it; only when the connection is still
+/// waiting after `busyPatience` (every process is busy, or the others keep their workers busy
+/// with their keep-alive clients) does it take it itself, so no connection waits forever. It
+/// sleeps in `poll` on the socket and a wake-up pipe that `stop()` and the registry's resume
+/// write to: no polling loop.
 /// `socket` is the thread's own descriptor (a duplicate); it closes it when it ends.
 final class AcceptThread: Sendable {
     private let socket: ListeningSocket
@@ -87,14 +89,45 @@ final class AcceptThread: Sendable {
         _ = write(wakeupWriter, &byte, 1)
     }
 
+    /// How long a connection may wait in the backlog, while every worker of this process is
+    /// busy, before this process takes it anyway.
+    static let busyPatience: Duration = .milliseconds(50)
+
     private func run() {
         var failures = 0
+        /// When the socket was first seen with a connection waiting while no worker was free.
+        var waitingSince: ContinuousClock.Instant?
+        let resumePending = Atomic<Bool>(false)
         while !stopped.load(ordering: .acquiring) {
-            let allowed = registry.mayAccept { [weak self] in self?.wake() }
-            var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)]
-            if allowed { descriptors.append(pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0)) }
+            let resume: @Sendable () -> Void = { [weak self] in
+                resumePending.store(false, ordering: .relaxed)
+                self?.wake()
+            }
+            // One resume registered at a time: a busy process can loop here many times.
+            let admission: ConnectionRegistry.Admission
+            if resumePending.load(ordering: .relaxed) {
+                admission = registry.admissionNow
+            } else {
+                admission = registry.admission(orResume: resume)
+                if admission != .open { resumePending.store(true, ordering: .relaxed) }
+            }
+            var watchSocket = admission == .open
             // After a failed accept (out of descriptors, say), retry in a moment rather than spin.
-            let ready = poll(&descriptors, nfds_t(descriptors.count), failures > 0 ? 100 : -1)
+            var timeout: CInt = failures > 0 ? 100 : -1
+            if admission == .workersBusy {
+                if let since = waitingSince {
+                    let left = Self.busyPatience - (ContinuousClock.now - since)
+                    let milliseconds = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
+                    timeout = left > .zero ? CInt(clamping: max(1, milliseconds)) : 0
+                } else {
+                    watchSocket = true  // to notice a connection waiting
+                }
+            } else {
+                waitingSince = nil
+            }
+            var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)]
+            if watchSocket { descriptors.append(pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0)) }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR {
                 logger.error("accepting on \(socket.address) failed: \(String(cString: strerror(errno)))")
                 return
@@ -103,8 +136,26 @@ final class AcceptThread: Sendable {
                 var bytes = [UInt8](repeating: 0, count: 64)
                 while read(wakeup, &bytes, bytes.count) > 0 {}
             }
-            // A request may have taken the last free worker while this thread slept in `poll`.
-            guard allowed, ready > 0 || failures > 0, !stopped.load(ordering: .acquiring), registry.mayAcceptNow else { continue }
+            if stopped.load(ordering: .acquiring) { return }
+            let waiting = watchSocket && descriptors[1].revents != 0
+            switch admission {
+            case .closed:
+                continue
+            case .workersBusy:
+                if waitingSince == nil {
+                    if waiting { waitingSince = .now }
+                    continue
+                }
+                // Patience over: take the connection if no other process has.
+                guard ready == 0, Self.hasWaitingConnection(socket.descriptor) else {
+                    if ready == 0 { waitingSince = nil }
+                    continue
+                }
+                waitingSince = nil
+            case .open:
+                // A request may have taken the last free worker while this thread slept in `poll`.
+                guard waiting || failures > 0, registry.admissionNow == .open else { continue }
+            }
             let connection = accept(socket.descriptor, nil, nil)
             if connection < 0 {
                 switch errno {
@@ -125,5 +176,11 @@ final class AcceptThread: Sendable {
                 logger.error("cannot serve a connection on \(socket.address): \(error)")
             }
         }
+    }
+
+    /// Whether a connection waits in the socket's backlog now.
+    private static func hasWaitingConnection(_ descriptor: CInt) -> Bool {
+        var check = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&check, 1, 0) == 1
     }
 }

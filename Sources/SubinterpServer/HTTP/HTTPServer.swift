@@ -188,8 +188,11 @@ final class ConnectionRegistry: Sendable {
         /// Connections accepted that have not sent a byte yet; each claims a worker meanwhile.
         var fresh: Set<ObjectIdentifier> = []
 
-        var mayAccept: Bool {
-            accepting && open.count < maxConnections && (claimLimit.map { claims < $0 } ?? true)
+        var mayAccept: Bool { admission == .open }
+
+        var admission: Admission {
+            guard accepting && open.count < maxConnections else { return .closed }
+            return claimLimit.map { claims < $0 } ?? true ? .open : .workersBusy
         }
         let maxConnections: Int
 
@@ -215,8 +218,27 @@ final class ConnectionRegistry: Sendable {
 
     var countsFreshConnections: Bool { freshCounting.load(ordering: .relaxed) }
 
+    /// Whether a listener may accept one more connection now.
+    enum Admission {
+        case open
+        /// Only the free-worker limit holds it back (an `AcceptThread` may still take a
+        /// connection that no other process takes).
+        case workersBusy
+        /// Not accepting yet (or any more), or at the connection limit.
+        case closed
+    }
+
     /// Whether a listener may accept one more connection now, without waiting for a resume.
-    var mayAcceptNow: Bool { state.withLock { $0.mayAccept } }
+    var admissionNow: Admission { state.withLock { $0.admission } }
+
+    /// As `mayAccept(orResume:)`, telling why not.
+    func admission(orResume resume: @escaping @Sendable () -> Void) -> Admission {
+        state.withLock { state in
+            let admission = state.admission
+            if admission != .open { state.paused.append(resume) }
+            return admission
+        }
+    }
 
     /// Whether a listener may accept one more connection now; if not, `resume` runs when it may.
     func mayAccept(orResume resume: @escaping @Sendable () -> Void) -> Bool {
