@@ -33,7 +33,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "auto, wsgi or asgi: how to call the app (default auto: an async callable is ASGI).") var interface: String?
     @Option(help: "Worker interpreters in each process (default: the CPU count, divided among --processes).") var workers: Int?
     @Option(help: "Worker processes, each with --workers interpreters (default 1: this process serves).") var processes: Int?
-    @Option(help: "interpreters, processes or auto: run the app in isolated sub-interpreters, or in the main interpreter of one worker process per worker (every extension module loads; one request at a time each), or (auto, the default) in interpreters unless an extension module refuses them.")
+    @Option(help: "interpreters, processes or auto: run the app in isolated sub-interpreters, or in the main interpreter of one worker process per worker (every extension module loads; one request at a time each), or (auto, the default) in interpreters, and in processes (after one warning) if an extension module refuses them.")
     var isolation: String?
     @Option(help: "HOST:PORT to listen on; repeat for several (default 127.0.0.1:8000; :PORT for all interfaces; port 0 picks a free one).")
     var bind: [String] = []

@@ -250,7 +250,14 @@ package final class Supervisor: Service, Sendable {
                 guard phase != .stopping, current[slot] == nil,
                     !records.values.contains(where: { $0.process.slot == slot && !$0.draining })
                 else { return }
-                try await start(slot: slot, purpose: .respawn)
+                do {
+                    try await start(slot: slot, purpose: .respawn)
+                } catch {
+                    // Out of processes or memory, say: try again later, like a process that died.
+                    logger.error("\(error)")
+                    soonDeaths += 1
+                    scheduleRespawn(slot: slot)
+                }
             case .reload:
                 guard phase == .serving else { return }
                 if !reloadQueue.isEmpty || records.values.contains(where: \.reloading) {

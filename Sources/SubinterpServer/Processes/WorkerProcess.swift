@@ -50,8 +50,10 @@ package final class WorkerProcess: Sendable {
         // nil: the supervisor is gone.
         let control = try await ControlChannel.open(
             descriptor, on: group, onMessage: { continuation.yield($0) }, onClose: { continuation.yield(nil); continuation.finish() })
-        let finished = Mutex<(@Sendable () -> Void)?>(nil)
-        let role = AppServer.WorkerProcessRole { finished.withLock { $0 }?() }
+        // The worker is made after the server; until then a finished request has nobody to tell.
+        // (A class in the mutex, not a closure: see AppDispatcher.observer.)
+        let owner = Mutex<WorkerProcess?>(nil)
+        let role = AppServer.WorkerProcessRole { owner.withLock { $0 }?.requestFinished() }
         let server: AppServer
         do {
             server = try await AppServer(
@@ -69,7 +71,7 @@ package final class WorkerProcess: Sendable {
         }
         let worker = WorkerProcess(
             settings: settings, server: server, control: control, group: group, messages: messages, logger: logger)
-        finished.withLock { $0 = { [weak worker] in worker?.requestFinished() } }
+        owner.withLock { $0 = worker }
         try await server.start()
         control.send(
             .ready(WorkerReady(pid: getpid(), interface: server.interface.rawValue, workers: settings.workerConfiguration.workers)))
