@@ -276,6 +276,36 @@ import Glibc
         #expect(after.count == 2 && after.isDisjoint(with: before), "before \(before), after \(after)")
     }
 
+    @Test func aHangupWithAnAppThatNoLongerLoadsKeepsTheOldProcessesServing() throws {
+        let server = try Self.start(["--processes", "2", "--workers", "1"])
+        defer { server.stop() }
+        let before = Self.children(of: server)
+        try "raise RuntimeError('half-deployed')\n".write(
+            to: server.directory.appendingPathComponent("procapp.py"), atomically: true, encoding: .utf8)
+        for round in 1...3 {
+            server.signal(SIGHUP)
+            #expect(
+                server.waitForLine(containing: "reload failed: could not load procapp:app: RuntimeError: half-deployed", count: round) != nil,
+                "\(server.stderr)")
+        }
+        // Replacements that crash before they are ready are no crash loop of the server's own
+        // processes: however many, the old ones serve on.
+        try "import ctypes\nctypes.string_at(0)\n".write(
+            to: server.directory.appendingPathComponent("procapp.py"), atomically: true, encoding: .utf8)
+        for round in 1...6 {
+            server.signal(SIGHUP)
+            #expect(
+                server.waitForLine(containing: "was killed by SIGSEGV (a crash: segmentation fault) before it was ready; the old one serves on", count: round)
+                    != nil, "\(server.stderr)")
+        }
+        #expect(server.process.isRunning)
+        #expect(try Self.pid(server).map(before.contains) == true)
+        // The replacements that could not load have exited; the old processes are the ones left.
+        let deadline = Date().addingTimeInterval(30)
+        while Self.children(of: server) != before && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(Self.children(of: server) == before)
+    }
+
     @Test func sigtermLetsEveryWorkerProcessFinishItsRequestsAndExitsZero() throws {
         let server = try Self.start(["--processes", "2", "--workers", "1"])
         defer { server.stop() }

@@ -290,6 +290,10 @@ package final class Supervisor: Service, Sendable {
         mutating func received(_ message: ControlMessage, from id: Int) async throws {
             guard var record = records[id] else { return }
             let process = record.process
+            // A process that is on its way out (ended after the fallback, say) has nothing left
+            // to say about loading the app.
+            if record.draining, case .refused = message { return }
+            if record.draining, case .failed = message { return }
             switch message {
             case .ready(let ready):
                 record.ready = true
@@ -384,14 +388,7 @@ package final class Supervisor: Service, Sendable {
                 return
             }
             if !record.ready {
-                // It never served: a failed start. A replacement's old process serves on.
-                failedStarts += 1
-                if failedStarts >= supervisor.policy.startFailureLimit {
-                    stopAll()
-                    let reason = lastFailure.map { "the last said: \($0)" } ?? "the last \(status)"
-                    throw SubinterpreterError(
-                        .runtimeFailed, "worker processes keep failing to start (\(failedStarts) in a row; \(reason)); stopping")
-                }
+                // It never served. A replacement's old process serves on: that is no crash loop.
                 if case .replacing(let old) = record.purpose, records[old] != nil {
                     logger.error("the replacement for worker process \(process.slot) \(status) before it was ready; the old one serves on")
                     if record.reloading {
@@ -399,6 +396,13 @@ package final class Supervisor: Service, Sendable {
                         reloadAgain = false
                     }
                     return
+                }
+                failedStarts += 1
+                if failedStarts >= supervisor.policy.startFailureLimit {
+                    stopAll()
+                    let reason = lastFailure.map { "the last said: \($0)" } ?? "the last \(status)"
+                    throw SubinterpreterError(
+                        .runtimeFailed, "worker processes keep failing to start (\(failedStarts) in a row; \(reason)); stopping")
                 }
                 logger.error("worker process \(process.slot) (pid \(process.pid)) \(status) before it was ready; starting another")
             } else {
