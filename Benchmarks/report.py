@@ -389,8 +389,9 @@ def svg_chart(groups):
 # "errors" and "RSS MiB". They are rendered as one table per workload, one line per runner.
 
 SERVE_METRICS = ["req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
-SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "Granian", "uvicorn[standard]",
-                 "Hypercorn", "gunicorn sync", "gunicorn gthread"]
+SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "subinterp serve --isolation processes",
+                 "subinterp serve 1×4", "subinterp serve 2×2", "subinterp serve 4×1", "subinterp serve 2×1",
+                 "Granian", "uvicorn[standard]", "Hypercorn", "gunicorn sync", "gunicorn gthread"]
 SERVE_WORKLOADS = {
     "hello": ("plain WSGI hello world", "a 14-byte text/plain body with Content-Length"),
     "hello-1w": ("plain WSGI hello world, 1 worker", "as hello, with one worker"),
@@ -409,6 +410,15 @@ SERVE_WORKLOADS = {
                 "a Starlette WebSocket route echoing 32-byte text messages; the suite's own client "
                 "(serve/ws_echo.c) keeps one message in flight on each of 32 connections; "
                 "messages per second and round-trip times"),
+    "flask-numpy": ("an app that cannot run in a sub-interpreter",
+                    "a Flask view using numpy and orjson, which refuse sub-interpreters: subinterp serve "
+                    "runs it in worker processes (--isolation processes), as many as the others' workers"),
+    "layouts-4w": ("4 workers as processes × interpreters",
+                   "flask-json with 4 workers: subinterp serve as 1×4, 2×2 and 4×1 (worker processes × "
+                   "interpreters each), Granian and gunicorn sync with 4 workers"),
+    "mixed": ("slow and fast requests, a new connection each",
+              "apps:mixed with Connection: close, one request in 200 taking ~50 ms of CPU (wrk -s mixed.lua): "
+              "the p99 shows whether a worker busy with a slow request keeps taking new connections"),
 }
 
 
@@ -450,8 +460,8 @@ def serve_markdown(rows, sources):
     out = ["# " + SUITES["serve"][0], ""]
     out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
                + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
-    out.append("Every server runs the same app from `Benchmarks/serve/apps.py` (WSGI) or "
-               "`Benchmarks/serve/asgi_apps.py` (ASGI) on 127.0.0.1, "
+    out.append("Every server runs the same app from `Benchmarks/serve/` (`apps.py` and `incompatible.py`: "
+               "WSGI; `asgi_apps.py`: ASGI) on 127.0.0.1, "
                "measured with `wrk -t2 -c32 -d10s --latency` after a 2 s warm-up (1 MiB streams: -c8; "
                "ws-echo: the suite's WebSocket client, 32 connections, same warm-up and duration). "
                "*errors* = non-2xx/3xx responses + socket errors; *RSS* = VmRSS summed over the "

@@ -26,6 +26,19 @@ built with cc into the log folder): the same number of connections, each echoing
 message one at a time, for the same warm-up and duration; it reports messages/s and the p50/p99
 round trip.
 
+Sections (--sections, default all of them):
+  base          the workloads above against every server in --servers (each server runs the
+                workloads of its interface: WSGI or ASGI)
+  incompatible  flask-numpy (Benchmarks/serve/incompatible.py: numpy and orjson, which refuse
+                sub-interpreters): subinterp serve --isolation processes with N worker processes
+                against gunicorn sync (N processes) and Granian (N workers)
+  layouts       flask-json with 4 workers: subinterp serve as 1×4, 2×2 and 4×1 (processes ×
+                interpreters) against Granian and gunicorn sync with 4 workers (workload
+                "layouts-4w"): which layout to choose, by req/s and total RSS
+  mixed         apps:mixed with a new connection per request and one request in 200 taking
+                ~50 ms of CPU (wrk -s mixed.lua): p99 shows whether a busy worker keeps taking
+                new connections; subinterp serve 1×2 and 2×1 against gunicorn sync and Granian
+
 Rows (JSON list, the suite's usual format plus a "metric" field), five per run:
     {"suite": "serve", "workload": "hello", "runner": "Granian", "metric": "req/s",
      "value": 41234.5, "unit": "req/s", "speedup": null, "note": "..."}
@@ -65,8 +78,14 @@ RUNNERS = {  # key -> runner name in the rows
     "gunicorn-gthread": "gunicorn gthread",
     "uvicorn": "uvicorn[standard]",
     "hypercorn": "Hypercorn",
+    # The app in the main interpreter of N worker processes (what --isolation auto picks for an
+    # app whose extension modules refuse sub-interpreters).
+    "subinterp-processes": "subinterp serve --isolation processes",
 }
-# workload -> (interface, app spec, path measured)
+BASE_RUNNERS = ["subinterp", "subinterp-t0", "granian", "gunicorn-sync", "gunicorn-gthread", "uvicorn", "hypercorn"]
+# Also "subinterp-MxN": subinterp serve --processes M --workers N ("subinterp serve M×N").
+LAYOUT = re.compile(r"subinterp-(\d+)x(\d+)")
+# workload -> (interface, MODULE:APP in Benchmarks/serve, path measured)
 WORKLOADS = {
     "hello": ("wsgi", "apps:hello", "/"),
     "flask-json": ("wsgi", "apps:flask_json", "/"),
@@ -76,13 +95,32 @@ WORKLOADS = {
     "starlette-json": ("asgi", "asgi_apps:app", "/json"),
     "starlette-stream-1mb": ("asgi", "asgi_apps:app", "/stream"),
     "ws-echo": ("asgi", "asgi_apps:app", "/ws"),
+    "flask-numpy": ("wsgi", "incompatible:flask_numpy", "/"),
+    "mixed": ("wsgi", "apps:mixed", "/"),
 }
-# Which servers run which interface's apps.
+BASE_WORKLOADS = ["hello", "flask-json", "flask-cpu", "stream-1mb", "starlette-text", "starlette-json",
+                  "starlette-stream-1mb", "ws-echo"]
+# Which servers run which interface's apps in the base section.
 SERVES = {
     "wsgi": ("subinterp", "subinterp-t0", "granian", "gunicorn-sync", "gunicorn-gthread"),
     "asgi": ("subinterp", "uvicorn", "granian", "hypercorn"),
 }
 STREAMS = ("stream-1mb", "starlette-stream-1mb")
+MIXED_SCRIPT = os.path.join(HERE, "mixed.lua")
+# section -> (workload, row workload name, runners, workers (None: --workers), wrk script)
+SECTIONS = {
+    "incompatible": ("flask-numpy", "flask-numpy", ["subinterp-processes", "gunicorn-sync", "granian"], None, None),
+    "layouts": ("flask-json", "layouts-4w", ["subinterp-1x4", "subinterp-2x2", "subinterp-4x1", "granian", "gunicorn-sync"],
+                4, None),
+    "mixed": ("mixed", "mixed", ["subinterp", "subinterp-2x1", "gunicorn-sync", "granian"], 2, MIXED_SCRIPT),
+}
+
+
+def runner_name(key):
+    layout = LAYOUT.fullmatch(key)
+    if layout:
+        return f"subinterp serve {layout.group(1)}×{layout.group(2)}"
+    return RUNNERS[key]
 ONE_WORKER = {"subinterp": ("hello", "flask-cpu"), "granian": ("hello", "flask-cpu")}
 WS_MESSAGE_BYTES = 32
 GTHREAD_THREADS = 4
@@ -96,10 +134,15 @@ def log(msg):
 
 def server_command(key, workload, workers, port, opts):
     interface, spec, _ = WORKLOADS[workload]
+    common = ["--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--python", os.path.abspath(sys.executable)]
     if key in ("subinterp", "subinterp-t0"):
-        return [opts.subinterp, "serve", spec, "--workers", str(workers),
-                "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--python", os.path.abspath(sys.executable)] + (
-                    ["--timeout", "0"] if key == "subinterp-t0" else [])
+        return [opts.subinterp, "serve", spec, "--workers", str(workers)] + common + (
+            ["--timeout", "0"] if key == "subinterp-t0" else [])
+    if key == "subinterp-processes":
+        return [opts.subinterp, "serve", spec, "--isolation", "processes", "--workers", str(workers)] + common
+    layout = LAYOUT.fullmatch(key)
+    if layout:
+        return [opts.subinterp, "serve", spec, "--processes", layout.group(1), "--workers", layout.group(2)] + common
     if key == "granian":
         return [os.path.join(BIN, "granian"), "--interface", interface, "--workers", str(workers),
                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", HERE,
@@ -176,6 +219,14 @@ def check_body(workload, status, body, headers):
             return f"not JSON: {body[:100]!r}"
     if workload == "stream-1mb" and len(body) != 16 * 65536:
         return f"body is {len(body)} bytes, expected {16 * 65536}"
+    if workload == "mixed" and body != b"Hello, world!\n":
+        return f"unexpected body {body[:100]!r}"
+    if workload == "flask-numpy":
+        try:
+            if json.loads(body).get("sum") != 499500.0:
+                return f"unexpected JSON {body[:100]!r}"
+        except ValueError:
+            return f"not JSON: {body[:100]!r}"
     return ""
 
 
@@ -358,9 +409,9 @@ def parse_wrk(out):
     return res
 
 
-def run_wrk(port, duration, connections, threads, timeout_s, path="/"):
+def run_wrk(port, duration, connections, threads, timeout_s, path="/", script=None):
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout", f"{timeout_s}s",
-           "--latency", f"http://127.0.0.1:{port}{path}"]
+           "--latency"] + (["-s", script] if script else []) + [f"http://127.0.0.1:{port}{path}"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if p.returncode != 0:
         raise RuntimeError(f"wrk exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
@@ -412,9 +463,9 @@ def rows_for(workload, runner, values, note, error=None):
     return out
 
 
-def measure(key, workload, workers, opts, logdir):
-    runner = RUNNERS[key]
-    name = workload + ("-1w" if workers == 1 else "")
+def measure(key, workload, workers, opts, logdir, name=None, script=None):
+    runner = runner_name(key)
+    name = name or workload + ("-1w" if workers == 1 else "")
     conns = opts.stream_connections if workload in STREAMS else opts.connections
     path = WORKLOADS[workload][2]
     websocket = workload == "ws-echo"
@@ -430,8 +481,10 @@ def measure(key, workload, workers, opts, logdir):
         notes.append(f"ready in {server.startup_s:.1f} s")
         if workload in STREAMS:
             notes.append(f"body framing: {framing(headers)}")
+        if script:
+            notes.append(f"wrk -s {os.path.basename(script)}")
         if opts.warmup > 0 and not websocket:
-            run_wrk(server.port, opts.warmup, conns, opts.threads, opts.wrk_timeout, path)
+            run_wrk(server.port, opts.warmup, conns, opts.threads, opts.wrk_timeout, path, script)
         if not server.alive():
             raise RuntimeError(f"server exited with code {server.proc.returncode} during the "
                                f"warm-up: {tail(server.log_path)}")
@@ -454,7 +507,7 @@ def measure(key, workload, workers, opts, logdir):
                 # covers it too, so the CPU note counts a little more than the measured part.
                 ws = run_ws_echo(server.port, opts.warmup, opts.duration, conns)
             else:
-                out = run_wrk(server.port, opts.duration, conns, opts.threads, opts.wrk_timeout, path)
+                out = run_wrk(server.port, opts.duration, conns, opts.threads, opts.wrk_timeout, path, script)
         finally:
             stop_sampling.set()
             sampler.join()
@@ -531,10 +584,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--wrk-timeout", type=int, default=5, help="wrk's per-request timeout, s (5)")
     ap.add_argument("--start-timeout", type=float, default=30, help="seconds to wait for a server (30)")
-    ap.add_argument("--servers", default=",".join(RUNNERS),
-                    help="comma-separated: " + ", ".join(RUNNERS))
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help="comma-separated: " + ", ".join(WORKLOADS))
+    ap.add_argument("--servers", default=",".join(BASE_RUNNERS),
+                    help="the base section's servers, comma-separated: " + ", ".join(BASE_RUNNERS))
+    ap.add_argument("--workloads", default=",".join(BASE_WORKLOADS),
+                    help="the base section's workloads, comma-separated: " + ", ".join(BASE_WORKLOADS))
+    ap.add_argument("--sections", default="base," + ",".join(SECTIONS),
+                    help="comma-separated: base, " + ", ".join(SECTIONS) + " (default: all)")
     ap.add_argument("--no-one-worker", action="store_true", help="skip the one-worker (-1w) runs")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 s runs, 1 s warm-up")
     ap.add_argument("--json", help="write the rows here")
@@ -545,12 +600,16 @@ def main(argv=None):
         opts.duration, opts.warmup = 2, 1
     servers = [s.strip() for s in opts.servers.split(",") if s.strip()]
     workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]
+    sections = [x.strip() for x in opts.sections.split(",") if x.strip()]
     for s in servers:
-        if s not in RUNNERS:
+        if s not in BASE_RUNNERS:
             ap.error(f"unknown server {s!r}")
     for w in workloads:
-        if w not in WORKLOADS:
+        if w not in BASE_WORKLOADS:
             ap.error(f"unknown workload {w!r}")
+    for x in sections:
+        if x != "base" and x not in SECTIONS:
+            ap.error(f"unknown section {x!r}")
     if not shutil.which("wrk"):
         ap.error("wrk is not installed (apt-get install wrk)")
     if any(s.startswith("subinterp") for s in servers) and not os.access(opts.subinterp, os.X_OK):
@@ -559,27 +618,34 @@ def main(argv=None):
 
     logdir = opts.logs or tempfile.mkdtemp(prefix="serve-bench-")
     os.makedirs(logdir, exist_ok=True)
-    if "ws-echo" in workloads:
+    if "base" in sections and "ws-echo" in workloads:
         global WS_ECHO
         try:
             WS_ECHO = build_ws_echo(logdir)
         except RuntimeError as e:
             log(f"warning: {e}; the ws-echo rows will fail")
             WS_ECHO = "/nonexistent/ws_echo"
-    plan = []
-    for w in workloads:
-        for s in servers:
-            if s not in SERVES[WORKLOADS[w][0]]:
-                continue
-            plan.append((s, w, opts.workers))
-            if not opts.no_one_worker and w in ONE_WORKER.get(s, ()) and opts.workers != 1:
-                plan.append((s, w, 1))
+    plan = []  # (server, workload, workers, row workload name, wrk script)
+    if "base" in sections:
+        for w in workloads:
+            for s in servers:
+                if s not in SERVES[WORKLOADS[w][0]]:
+                    continue
+                plan.append((s, w, opts.workers, None, None))
+                if not opts.no_one_worker and w in ONE_WORKER.get(s, ()) and opts.workers != 1:
+                    plan.append((s, w, 1, None, None))
+    for x in sections:
+        if x == "base":
+            continue
+        workload, name, runners, workers, script = SECTIONS[x]
+        for s in runners:
+            plan.append((s, workload, workers or opts.workers, name, script))
     log(f"{len(plan)} runs of {opts.warmup} s warm-up + {opts.duration} s; wrk -t{opts.threads} "
         f"-c{opts.connections} (streams: -c{opts.stream_connections}); server output in {logdir}")
     rows, failed = [], False
     t0 = time.perf_counter()
-    for s, w, n in plan:
-        rs = measure(s, w, n, opts, logdir)
+    for s, w, n, name, script in plan:
+        rs = measure(s, w, n, opts, logdir, name=name, script=script)
         failed |= any(r.get("error") for r in rs)
         rows.extend(rs)
         if opts.json:  # write as we go so that an interrupted run leaves its rows

@@ -87,8 +87,29 @@ final class AppDispatcher: HTTPApplication {
         var retiring: [AppGeneration] = []
     }
     private let state = Mutex(State())
+    /// Told when a request starts and when its worker is done with it (a worker process
+    /// counts both: the free-worker limit of its accepts, and recycling). Held in a class:
+    /// a closure read and written back through `Mutex.withLock`'s `inout` gains a layer of
+    /// reabstraction thunks each time, and a per-request read would make every call slower.
+    private let observer = Mutex<RequestObserver?>(nil)
+
+    private final class RequestObserver: Sendable {
+        let started: @Sendable () -> Void
+        let finished: @Sendable () -> Void
+
+        init(started: @escaping @Sendable () -> Void, finished: @escaping @Sendable () -> Void) {
+            self.started = started
+            self.finished = finished
+        }
+    }
 
     var current: AppGeneration? { state.withLock { $0.current } }
+
+    /// Sets what is told of each request's start and end (once, before requests arrive).
+    func observe(started: @escaping @Sendable () -> Void, finished: @escaping @Sendable () -> Void) {
+        let observer = RequestObserver(started: started, finished: finished)
+        self.observer.withLock { $0 = observer }
+    }
 
     /// Every generation still alive: the current one and those retiring.
     var all: [AppGeneration] {
@@ -133,6 +154,14 @@ final class AppDispatcher: HTTPApplication {
             exchange.fail(status: 503, reason: "Service Unavailable")
             return
         }
-        generation.application.handle(request, exchange) { generation.release() }
+        guard let observer = observer.withLock({ $0 }) else {
+            generation.application.handle(request, exchange) { generation.release() }
+            return
+        }
+        observer.started()
+        generation.application.handle(request, exchange) {
+            generation.release()
+            observer.finished()
+        }
     }
 }

@@ -11,7 +11,7 @@ import Synchronization
 /// runs on a pool of workers (`WSGIApplication`), an ASGI app on an event loop in each worker
 /// (`ASGIBridge`), and WebSocket connections are ASGI's.
 public final class AppServer: Service, Sendable {
-    public struct Configuration: Sendable {
+    public struct Configuration: Sendable, Codable {
         /// `MODULE:APP`, or `MODULE:factory()` to call a factory once per worker.
         public var app: String
         /// How to call the app; nil: decide from the app (an async callable is ASGI).
@@ -55,6 +55,13 @@ public final class AppServer: Service, Sendable {
         public var rootPath: String
         /// ASGI: larger WebSocket messages close the connection with 1009.
         public var webSocketMaxSize: Int
+        /// Where the workers run the app: isolated sub-interpreters (the default), or this
+        /// process's main interpreter (`.main`, with one worker: a worker process of
+        /// `subinterp serve --isolation processes`, where every extension module loads).
+        public var interpreterKind: InterpreterKind = .isolated
+        /// Worker processes serving the app, this one among them (a supervisor's worker
+        /// processes set it; WSGI's `wsgi.multiprocess` says whether it is more than one).
+        public var processes = 1
 
         public init(
             app: String, workers: Int = SystemInfo.cpuCount, binds: [String] = ["127.0.0.1:8000"], directory: String? = nil,
@@ -97,6 +104,19 @@ public final class AppServer: Service, Sendable {
         /// `http://HOST:PORT`
         public var url: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
         public var description: String { url + (allInterfaces ? " (all interfaces)" : "") }
+
+        init(host: String, port: Int, allInterfaces: Bool = false) {
+            self.host = host
+            self.port = port
+            self.allInterfaces = allInterfaces
+        }
+
+        /// Where `socket` listens: `bound`, as NIO reports it.
+        init(_ socket: ListeningSocket, _ bound: SocketAddress) {
+            self.init(
+                host: bound.ipAddress ?? socket.address.host, port: bound.port ?? socket.address.port,
+                allInterfaces: socket.address.allInterfaces)
+        }
     }
 
     public let configuration: Configuration
@@ -116,14 +136,44 @@ public final class AppServer: Service, Sendable {
     public let metricsAddress: Address?
     private let stopped = Mutex(false)
 
+    /// What a worker process of a supervisor (`subinterp serve --processes M`) needs of its server.
+    package struct WorkerProcessRole: Sendable {
+        /// Called (on any thread) each time a worker is done with a request.
+        package var requestFinished: @Sendable () -> Void
+
+        package init(requestFinished: @escaping @Sendable () -> Void) {
+            self.requestFinished = requestFinished
+        }
+    }
+
     /// Binds every address first (so a port in use or an unknown host is reported at once, in
     /// one line, before any worker starts), then loads the app in `configuration.workers`
     /// interpreters (failing with `subinterp check`'s message for an incompatible extension
     /// module, or an ASGI app's `lifespan.startup.failed` message). Nothing is accepted before
     /// `start()`.
-    public init(
+    public convenience init(
         configuration: Configuration, runtime: PythonRuntime, logger: Logger,
         accessLog: (@Sendable (String) -> Void)? = nil
+    ) async throws {
+        let sockets = try ServerSockets.bind(
+            binds: configuration.binds, metricsBind: configuration.metricsBind, backlog: configuration.backlog)
+        do {
+            try await self.init(configuration: configuration, sockets: sockets, runtime: runtime, logger: logger, accessLog: accessLog)
+        } catch {
+            sockets.close()
+            throw error
+        }
+        // The server's listeners hold duplicates of the sockets.
+        sockets.close()
+    }
+
+    /// Serves on `sockets`, bound already (by `ServerSockets.bind`, or inherited from a
+    /// supervisor); they stay the caller's to close. As a worker process (`role`), a WSGI
+    /// server accepts a connection only while one of its workers is free, so connections wait
+    /// in the shared backlog for a process that has room, and it reports finished requests.
+    package init(
+        configuration: Configuration, sockets: ServerSockets, runtime: PythonRuntime, logger: Logger,
+        accessLog: (@Sendable (String) -> Void)? = nil, role: WorkerProcessRole? = nil
     ) async throws {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "--workers must be at least 1")
@@ -133,14 +183,6 @@ public final class AppServer: Service, Sendable {
         }
         guard configuration.webSocketMaxSize >= 1, configuration.webSocketMaxSize <= Int(UInt32.max) else {
             throw SubinterpreterError(.invalidArgument, "--ws-max-size must be between 1 and \(UInt32.max) bytes")
-        }
-        let binds: [ListenAddress]
-        let metricsBind: ListenAddress?
-        do {
-            binds = try configuration.binds.map { try ListenAddress(parsing: $0, flag: "--bind") }
-            metricsBind = try configuration.metricsBind.map { try ListenAddress(parsing: $0, flag: "--metrics-bind") }
-        } catch {
-            throw SubinterpreterError(.invalidArgument, "\(error)")
         }
         self.configuration = configuration
         self.runtime = runtime
@@ -167,24 +209,36 @@ public final class AppServer: Service, Sendable {
         metricsServer = HTTPServer(group: group, maxConnections: 64)
         do {
             var bound: [Address] = []
-            for bind in binds {
-                let address = try await http.bind(bind, context: appContext, backlog: configuration.backlog)
-                bound.append(Address(host: address.ipAddress ?? bind.host, port: address.port ?? bind.port, allInterfaces: bind.allInterfaces))
+            for socket in sockets.app {
+                // A worker process shares its sockets with the other worker processes.
+                let address = try await http.adopt(socket, context: appContext, backlog: configuration.backlog, shared: role != nil)
+                bound.append(Address(socket, address))
             }
             addresses = bound
-            if let metricsBind {
+            if let socket = sockets.metrics {
                 let context = HTTPServerContext(
                     application: MetricsApplication(metrics: metrics, dispatcher: dispatcher, workers: configuration.workers),
                     limits: HTTPLimits(), bodyBudget: HTTPBodyBudget(limit: 1 << 20), logger: logger)
-                let address = try await metricsServer.bind(metricsBind, context: context, backlog: 64)
-                metricsAddress = Address(
-                    host: address.ipAddress ?? metricsBind.host, port: address.port ?? metricsBind.port, allInterfaces: metricsBind.allInterfaces)
+                metricsAddress = Address(socket, try await metricsServer.adopt(socket, context: context, backlog: 64))
             } else {
                 metricsAddress = nil
             }
             let interface = try await Self.interface(of: configuration, runtime: runtime)
             self.interface = interface
             dispatcher.install(try await Self.load(configuration, interface: interface, runtime: runtime, logger: logger))
+            if let role {
+                let http = self.http
+                // A WSGI worker runs one request at a time; an ASGI loop serves many at once, so
+                // only a WSGI server waits for a free worker before it accepts.
+                if interface == .wsgi { http.acceptOnlyWithFreeWorker(workers: configuration.workers) }
+                let gated = interface == .wsgi
+                dispatcher.observe(
+                    started: { if gated { http.claimWorker() } },
+                    finished: {
+                        if gated { http.releaseWorker() }
+                        role.requestFinished()
+                    })
+            }
         } catch {
             await http.closeListeners()
             await metricsServer.closeListeners()
@@ -198,7 +252,9 @@ public final class AppServer: Service, Sendable {
     private static func interface(of configuration: Configuration, runtime: PythonRuntime) async throws -> AppInterface {
         if let given = configuration.interface { return given }
         do {
-            return try await AppInterface.detect(app: configuration.app, path: configuration.directory.map { [$0] } ?? [], runtime: runtime)
+            return try await AppInterface.detect(
+                app: configuration.app, path: configuration.directory.map { [$0] } ?? [], runtime: runtime,
+                kind: configuration.interpreterKind)
         } catch let error as SubinterpreterError {
             throw ASGIApplication.loadError(app: configuration.app, error)
         }
@@ -212,7 +268,8 @@ public final class AppServer: Service, Sendable {
         case .wsgi:
             return try await WSGIApplication(
                 app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
-                timeout: configuration.timeout, path: path, runtime: runtime, logger: logger)
+                timeout: configuration.timeout, path: path, kind: configuration.interpreterKind,
+                multiprocess: configuration.processes > 1, runtime: runtime, logger: logger)
         case .asgi:
             var asgi = ASGIConfiguration(app: configuration.app, workers: configuration.workers, path: path)
             asgi.rootPath = configuration.rootPath
@@ -221,6 +278,7 @@ public final class AppServer: Service, Sendable {
             asgi.limitConcurrency = configuration.limitConcurrency
             asgi.maxRequests = configuration.maxRequests
             asgi.stopLimit = min(asgi.stopLimit, configuration.gracePeriod)
+            asgi.interpreterKind = configuration.interpreterKind
             return try await ASGIBridge.start(
                 configuration: asgi, webSocketMaxSize: configuration.webSocketMaxSize, runtime: runtime, logger: logger)
         }
@@ -251,6 +309,7 @@ public final class AppServer: Service, Sendable {
     /// interpreter, and returns.
     public func stop() async {
         guard stopped.withLock({ let first = !$0; $0 = true; return first }) else { return }
+        logger.info("stopping: no new connections; finishing the requests in flight")
         let deadline = NIODeadline.now() + Self.timeAmount(configuration.gracePeriod)
         appContext.beginDraining()
         await http.closeListeners()
@@ -306,6 +365,9 @@ enum AccessLog {
         var buffer = [CChar](repeating: 0, count: 64)
         let length = strftime(&buffer, buffer.count, "%d/%b/%Y:%H:%M:%S %z", &parts)
         let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return "\(client.isEmpty ? "-" : client) - - [\(stamp)] \"\(requestLine)\" \(status) \(bytes > 0 ? String(bytes) : "-")"
+        // Cut at 1 KiB, so that a line is one atomic write to a pipe (PIPE_BUF: 4 KiB) and lines
+        // from several worker processes never interleave.
+        let line = requestLine.utf8.count > 1024 ? String(decoding: requestLine.utf8.prefix(1024), as: UTF8.self) + "..." : requestLine
+        return "\(client.isEmpty ? "-" : client) - - [\(stamp)] \"\(line)\" \(status) \(bytes > 0 ? String(bytes) : "-")"
     }
 }

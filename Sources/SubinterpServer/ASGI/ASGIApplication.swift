@@ -44,6 +44,9 @@ struct ASGIConfiguration: Sendable {
     /// Called on a worker's thread each time its loop is about to poll (or sleep), with the
     /// worker's index: where the HTTP layer flushes the writes that loop iteration queued.
     var onLoopIteration: (@Sendable (Int) -> Void)?
+    /// Where the workers' loops run: isolated interpreters, or this process's main interpreter
+    /// (a worker process of `--isolation processes`).
+    var interpreterKind = InterpreterKind.isolated
 }
 
 /// Requests in flight across every worker: the concurrency limit, and draining at shutdown.

@@ -68,7 +68,8 @@ final class ASGIWorker: Sendable {
         }
         let interpreter = try await Interpreter(
             runtime: runtime,
-            options: InterpreterOptions(workerIndex: index, workerCount: configuration.workers, path: configuration.path))
+            options: InterpreterOptions(
+                workerIndex: index, workerCount: configuration.workers, path: configuration.path, kind: configuration.interpreterKind))
         do {
             let setup = ASGIAdapter.setup(app: configuration.app, rootPath: configuration.rootPath, lifespan: configuration.lifespan)
             try await interpreter.withPython { python in

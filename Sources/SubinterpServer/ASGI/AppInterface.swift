@@ -13,12 +13,16 @@ public enum AppInterface: String, Sendable, CaseIterable {
     /// ended (an app's imports become immortal objects), so a throwaway interpreter here would
     /// leave the server a worker's worth of memory bigger for good. If that process cannot tell
     /// (the app does not import there), the app is imported in a fresh interpreter, which is then
-    /// closed; that throws with the app's traceback if it does not load.
-    package static func detect(app: String, path: [String], runtime: PythonRuntime) async throws -> AppInterface {
-        if let found = await detectInProcess(app: app, path: path, python: runtime.installation.executable) {
+    /// closed; that throws with the app's traceback if it does not load. With `kind: .main` (a
+    /// worker process of `--isolation processes`) the app is imported in this process's main
+    /// interpreter straight away: its worker imports the app there anyway, so that costs nothing.
+    package static func detect(
+        app: String, path: [String], runtime: PythonRuntime, kind: InterpreterKind = .isolated
+    ) async throws -> AppInterface {
+        if kind == .isolated, let found = await detectInProcess(app: app, path: path, python: runtime.installation.executable) {
             return found
         }
-        let interpreter = try await Interpreter(runtime: runtime, options: InterpreterOptions(path: path))
+        let interpreter = try await Interpreter(runtime: runtime, options: InterpreterOptions(path: path, kind: kind))
         do {
             let found = try await interpreter.withPython { python -> String in
                 try python.exec(ASGIAdapter.loader(app: app), filename: "<subinterp asgi>")

@@ -38,6 +38,9 @@ public final class InterpreterPool: Service, Sendable {
         /// `InterpreterOptions.idleSpin`): worth it for calls awaited one at a time, not when every
         /// core is busy anyway.
         public var idleSpin: Duration = .microseconds(50)
+        /// Where the workers run: isolated sub-interpreters (the default), or the process's main
+        /// interpreter (`InterpreterKind.main`: every extension module loads, one GIL for all).
+        public var interpreterKind: InterpreterKind = .isolated
 
         public init(
             workers: Int = SystemInfo.cpuCount, setup: String? = nil, path: [String] = [], maxTasksPerWorker: Int? = nil,

@@ -75,6 +75,7 @@ final class PoolCore: WorkFeeder, Sendable {
             workerIndex: index, workerCount: configuration.workers, lineAtomicOutput: configuration.lineAtomicOutput,
             path: configuration.path, setup: configuration.setup)
         options.idleSpin = configuration.idleSpin
+        options.kind = configuration.interpreterKind
         return options
     }
 

@@ -23,11 +23,15 @@ public struct InterpreterOptions: Sendable {
     /// a wake-up when calls come one after another (a caller awaiting each call); it costs CPU
     /// that other threads could use when the cores are busy (a server). Zero turns it off.
     public var idleSpin: Duration = .microseconds(50)
+    /// A fresh isolated sub-interpreter (the default), or the process's main interpreter
+    /// entered from this interpreter's own thread, where every extension module loads.
+    public var kind: InterpreterKind = .isolated
 
     public init(
         workerIndex: Int = 0, workerCount: Int = 1, lineAtomicOutput: Bool = true, path: [String] = [],
-        argv: [String]? = nil, setup: String? = nil
+        argv: [String]? = nil, setup: String? = nil, kind: InterpreterKind = .isolated
     ) {
+        self.kind = kind
         self.workerIndex = workerIndex
         self.workerCount = workerCount
         self.lineAtomicOutput = lineAtomicOutput
@@ -47,6 +51,10 @@ protocol WorkFeeder: AnyObject, Sendable {
 /// The OS thread that owns one sub-interpreter. The interpreter is created, used and ended on
 /// this thread only; other threads hand it work through a queue. The one exception is
 /// `interrupt`, which attaches a short-lived thread state of its own (see there).
+///
+/// With `InterpreterKind.main` the thread enters the process's main interpreter instead, with
+/// a thread state of its own: the same queue, the same interrupts, and at the end only that
+/// thread state is deleted (the main interpreter lives on).
 final class InterpreterThread: @unchecked Sendable {
     // Safe: the queue fields are guarded by `condition`; `ending` by `interruptLock`; the
     // interpreter facts are written once on the thread before `ready` and only read after it.
@@ -211,7 +219,8 @@ final class InterpreterThread: @unchecked Sendable {
     private func main(runtime: PythonRuntime, options: InterpreterOptions, ready: @Sendable (Result<Void, any Error>) -> Void) {
         let context = PythonContext(thread: pthread_self())
         let state: OpaquePointer
-        switch Self.createInterpreter(runtime: runtime) {
+        let entered = options.kind == .main ? Self.enterMainInterpreter(runtime: runtime) : Self.createInterpreter(runtime: runtime)
+        switch entered {
         case .failure(let error):
             ready(.failure(error))
             return
@@ -222,12 +231,12 @@ final class InterpreterThread: @unchecked Sendable {
         interpreterID = cpy_PyInterpreterState_GetID(interpreterState)
         threadIdent = cpy_PyThread_get_thread_ident()
         do {
-            try context.bootstrap()
+            try context.bootstrap(isolated: options.kind == .isolated)
             cancelledType = context.cancelledType
             try Self.configure(context, options)
         } catch {
             context.tearDown()
-            cpy_Py_EndInterpreter(state)
+            Self.leave(state, kind: options.kind)
             ready(.failure(error))  // `launch` counts the interpreter as ended
             return
         }
@@ -260,7 +269,7 @@ final class InterpreterThread: @unchecked Sendable {
                 interruptLock.unlock()
                 cpy_PyEval_RestoreThread(saved)
                 context.tearDown()
-                cpy_Py_EndInterpreter(state)
+                Self.leave(state, kind: options.kind)
                 cpy_thread_closing(threadIdent, 0)  // the OS may give this thread id to a new thread
                 runtime.interpreterEnded()
                 done()
@@ -292,6 +301,29 @@ final class InterpreterThread: @unchecked Sendable {
         cpy_PyThreadState_DeleteCurrent()
         cpy_PyEval_RestoreThread(created)
         return .success(created!)
+    }
+
+    /// Attaches a new thread state of the main interpreter to this thread and leaves it attached.
+    /// The corresponding C API is `PyThreadState_New` + `PyEval_RestoreThread`.
+    private static func enterMainInterpreter(runtime: PythonRuntime) -> Result<OpaquePointer, any Error> {
+        guard let state = cpy_PyThreadState_New(runtime.mainInterpreter) else {
+            return .failure(SubinterpreterError(.interpreterCreationFailed, "could not create a thread state (out of memory?)"))
+        }
+        cpy_PyEval_RestoreThread(state)
+        return .success(state)
+    }
+
+    /// Ends what `main` entered, with its thread state attached: the sub-interpreter
+    /// (`Py_EndInterpreter`), or for the main interpreter only this thread's state
+    /// (`PyThreadState_Clear` + `PyThreadState_DeleteCurrent`, which releases the GIL).
+    private static func leave(_ state: OpaquePointer, kind: InterpreterKind) {
+        switch kind {
+        case .isolated:
+            cpy_Py_EndInterpreter(state)
+        case .main:
+            cpy_PyThreadState_Clear(state)
+            cpy_PyThreadState_DeleteCurrent()
+        }
     }
 
     private static func configure(_ context: PythonContext, _ options: InterpreterOptions) throws {
