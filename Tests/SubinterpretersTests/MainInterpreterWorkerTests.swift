@@ -33,6 +33,17 @@ import Testing
         await second.close()
     }
 
+    /// Each worker entering the main interpreter runs the bootstrap, which installs the
+    /// `subinterp` package's finder there: once, not once more per worker.
+    @Test func mainInterpreterWorkersShareOnePackageFinder() async throws {
+        let finders = "sum(type(f).__module__ == 'subinterp._importer' for f in __import__('sys').meta_path)"
+        for _ in 0..<3 {
+            let worker = try await Interpreter(options: InterpreterOptions(kind: .main))
+            #expect(try await worker.eval(finders) == 1)
+            await worker.close()
+        }
+    }
+
     @Test func aPoolOfMainInterpreterWorkersInterruptsCodePastItsDeadline() async throws {
         var configuration = InterpreterPool.Configuration(workers: 1, setup: "def spin():\n    while True: pass\ndef square(x): return x * x")
         configuration.interpreterKind = .main
