@@ -72,10 +72,25 @@ import Testing
         try server.expectCleanStop()
     }
 
-    /// FastAPI needs pydantic-core, which refuses sub-interpreters: one line that names it.
-    /// (Once worker processes can host such apps, this test changes to serving it.)
-    @Test func fastAPIFailsAtStartupWithOneLineNamingTheModule() throws {
-        let result = try ServedApp.runUntilExit("fastapi_app:app", examples: Self.examples)
+    /// FastAPI needs pydantic-core, which refuses sub-interpreters: under `--isolation auto` (the
+    /// default) the example is served in worker processes after one warning naming the module.
+    @Test func fastAPIExampleServesInWorkerProcessesByDefault() throws {
+        let server = try ServedApp.start("fastapi_app:app", workers: 1, examples: Self.examples)
+        defer { server.kill() }
+        let index = try HTTPClient.get(port: server.port, "/")
+        #expect(index.status == 200, "\(index)")
+        #expect(try index.jsonObject() as? [String: String] == ["hello": "world", "framework": "fastapi"])
+        let log = server.stderr
+        let warnings = log.split(separator: "\n").filter { $0.contains("cannot run in a sub-interpreter") }
+        #expect(warnings.count == 1, "\(log)")
+        #expect(warnings.first?.contains("'pydantic_core._pydantic_core'") == true, "\(log)")
+        #expect(log.contains("with 1 worker process (ASGI, one event loop each)"), "\(log)")
+        try server.expectCleanStop()
+    }
+
+    /// With `--isolation interpreters` it stops at startup instead, with one line that names the module.
+    @Test func fastAPIUnderInterpreterIsolationFailsAtStartupWithOneLineNamingTheModule() throws {
+        let result = try ServedApp.runUntilExit("fastapi_app:app", extra: ["--isolation", "interpreters"], examples: Self.examples)
         #expect(result.status == 1)
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.count == 1, "\(result.stderr)")
