@@ -306,6 +306,37 @@ import Glibc
         #expect(Self.children(of: server) == before)
     }
 
+    /// A replacement that cannot load the app says why on its control channel and exits at
+    /// once: its `failed` line and its exit reach the supervisor on different threads. The
+    /// reason is what the log must say, every time, however the two race.
+    @Test func everyFailedReloadIsLoggedWithItsReasonNotAsAnExit() throws {
+        let server = try Self.start(["--processes", "2", "--workers", "1"])
+        defer { server.stop() }
+        try "raise RuntimeError('half-deployed')\n".write(
+            to: server.directory.appendingPathComponent("procapp.py"), atomically: true, encoding: .utf8)
+        // Either outcome ends a round: the reason, or an exit the supervisor handled first.
+        func outcomes() -> [Substring] {
+            server.stderr.split(separator: "\n").filter { $0.contains("reload failed: could not load") || $0.contains("before it was ready") }
+        }
+        // Every core busy makes the race likely: the supervisor's event loop then often reads
+        // the line only after the waiting thread has seen the exit.
+        let spinning = Atomic<Bool>(true)
+        let spinners = (0..<2 * ProcessInfo.processInfo.activeProcessorCount).map { _ in
+            Thread { while spinning.load(ordering: .relaxed) {} }
+        }
+        spinners.forEach { $0.start() }
+        defer { spinning.store(false, ordering: .relaxed) }
+        for round in 1...30 {
+            server.signal(SIGHUP)
+            let deadline = Date().addingTimeInterval(30)
+            // The log file is the signal; this only paces the re-reads.
+            while outcomes().count < round && Date() < deadline && server.process.isRunning { Thread.sleep(forTimeInterval: 0.01) }
+            let outcome = outcomes().dropFirst(round - 1).first
+            #expect(outcome?.contains("reload failed: could not load procapp:app: RuntimeError: half-deployed") == true, "round \(round): \(server.stderr)")
+        }
+        #expect(!server.stderr.contains("before it was ready"), "\(server.stderr)")
+    }
+
     @Test func sigtermLetsEveryWorkerProcessFinishItsRequestsAndExitsZero() throws {
         let server = try Self.start(["--processes", "2", "--workers", "1"])
         defer { server.stop() }

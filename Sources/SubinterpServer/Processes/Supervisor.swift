@@ -149,8 +149,9 @@ package final class Supervisor: Service, Sendable {
         }
         close(theirs)
         let post = self.post
-        let process = SupervisedProcess(id: id, slot: slot, pid: pid)
-        ProcessSpawner.watch(pid) { status in post.yield(.exited(id, status)) }
+        let process = SupervisedProcess(id: id, slot: slot, pid: pid) { status in post.yield(.exited(id, status)) }
+        let loop = group.next()
+        ProcessSpawner.watch(pid) { [process] status in process.exited(status, on: loop) }
         do {
             let channel = try await ControlChannel.open(
                 ours, on: group,
@@ -167,6 +168,7 @@ package final class Supervisor: Service, Sendable {
             // The process starts without a channel; it exits when it finds none, and its end
             // comes back as an event like any other.
             close(ours)
+            process.controlClosed()
             kill(pid, SIGKILL)
         }
         return process
@@ -470,13 +472,46 @@ final class SupervisedProcess: Sendable {
         var pending: [EventLoopPromise<WorkerStats?>] = []
         var last: WorkerStats?
         var closed = false
+        /// From `waitpid`, until the end is reported.
+        var status: ExitStatus?
+        var reported = false
     }
     private let state = Mutex(State())
+    private let ended: @Sendable (ExitStatus) -> Void
 
-    init(id: Int, slot: Int, pid: pid_t) {
+    /// `ended` gets the process's exit status once, after every message it sent before it
+    /// exited has been delivered (see `exited`).
+    init(id: Int, slot: Int, pid: pid_t, ended: @escaping @Sendable (ExitStatus) -> Void) {
         self.id = id
         self.slot = slot
         self.pid = pid
+        self.ended = ended
+    }
+
+    /// The process has exited (`waitpid` returned). Its end is reported once its control
+    /// channel has closed too: the exit and the lines it wrote just before (`failed` with the
+    /// reason, its final counters) reach the supervisor on different threads, and the lines
+    /// must be handled first. The channel closes when the last holder of the other end goes; a
+    /// child the app forked may still hold it, so the end is reported after `grace` regardless.
+    func exited(_ status: ExitStatus, on loop: any EventLoop, grace: TimeAmount = .seconds(2)) {
+        let closed = state.withLock { state -> Bool in
+            state.status = status
+            return state.closed
+        }
+        if closed {
+            reportEnd()
+        } else {
+            loop.scheduleTask(in: grace) { [self] in reportEnd() }
+        }
+    }
+
+    private func reportEnd() {
+        let status = state.withLock { state -> ExitStatus? in
+            guard let status = state.status, !state.reported else { return nil }
+            state.reported = true
+            return status
+        }
+        if let status { ended(status) }
     }
 
     func attach(_ channel: ControlChannel) {
@@ -531,6 +566,7 @@ final class SupervisedProcess: Sendable {
         }
         let last = lastStats
         for waiter in waiters { waiter.succeed(last) }
+        reportEnd()  // if the process has exited already
     }
 }
 
