@@ -370,8 +370,14 @@ import Glibc
     // MARK: Metrics and logs
 
     @Test func metricsSumEveryWorkerProcessAndKeepTheCountsOfOneThatDied() throws {
-        let server = try Self.start(["--processes", "2", "--workers", "1", "--metrics-bind", "127.0.0.1:0"])
+        // The access log is the signal that a request is counted: a worker process counts a
+        // request, then logs it, once its response's last write has completed, which can be
+        // just after the client has read the response.
+        let server = try Self.start(["--processes", "2", "--workers", "1", "--metrics-bind", "127.0.0.1:0", "--access-log"])
         defer { server.stop() }
+        func waitUntilCounted(_ requests: Int) {
+            #expect(server.waitForLine(containing: "\"GET /pid HTTP/1.1\" 200", count: requests, inStdout: true) != nil, "\(server.stdout)")
+        }
         let line = try #require(server.waitForLine(containing: "metrics on http://127.0.0.1:"))
         let metricsPort = try #require(Int(line.split(separator: "metrics on http://127.0.0.1:").last!.prefix { $0.isNumber }))
         func scrape() throws -> [String: Double] {
@@ -384,6 +390,7 @@ import Glibc
             return values
         }
         for _ in 0..<6 { #expect(try Self.pid(server) != nil) }
+        waitUntilCounted(6)
         let first = try scrape()
         #expect(first["subinterp_requests_total{status=\"200\"}"] == 6)
         let perProcess = (0..<2).map { first["subinterp_requests_total{process=\"\($0)\",status=\"200\"}"] ?? 0 }
@@ -400,6 +407,7 @@ import Glibc
         #expect(second["subinterp_requests_total{status=\"200\"}"] == 6, "\(second)")
         #expect((0..<2).map { second["subinterp_process_restarts_total{process=\"\($0)\"}"] ?? 0 }.reduce(0, +) == 1)
         for _ in 0..<2 { #expect(try Self.pid(server) != nil) }
+        waitUntilCounted(8)
         #expect(try scrape()["subinterp_requests_total{status=\"200\"}"] == 8)
     }
 
