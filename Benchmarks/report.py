@@ -41,8 +41,8 @@ SUITES = {
     "channels": ("Channel benchmarks",
                  "Channel benchmarks: subinterp.Queue and SharedBuffer vs Python's queues",
                  ["subinterp.Queue", "subinterp.SharedBuffer"]),
-    "serve": ("WSGI server benchmarks",
-              "WSGI servers: subinterp serve vs Granian and gunicorn (2 workers unless -1w)",
+    "serve": ("Server benchmarks (WSGI and ASGI)",
+              "subinterp serve vs Granian and gunicorn (WSGI), uvicorn[standard], Granian and Hypercorn (ASGI); 2 workers unless -1w",
               ["subinterp serve"]),
 }
 
@@ -385,12 +385,13 @@ def svg_chart(groups):
 
 # --------------------------------------------------------------------------- serve suite
 # Rows of the serve suite (Benchmarks/serve/serve_bench.py) carry a "metric" field: one run
-# (workload × runner) gives five rows, "req/s", "p50 ms", "p99 ms", "errors" and "RSS MiB".
-# They are rendered as one table per workload, one line per runner.
+# (workload × runner) gives five rows, "req/s" ("msg/s" for WebSocket echo), "p50 ms", "p99 ms",
+# "errors" and "RSS MiB". They are rendered as one table per workload, one line per runner.
 
 SERVE_METRICS = ["req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
-SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "Granian", "gunicorn sync",
-                 "gunicorn gthread"]
+SERVE_RUNNERS = ["subinterp serve", "subinterp serve --timeout 0", "subinterp serve --isolation processes",
+                 "subinterp serve 1×4", "subinterp serve 2×2", "subinterp serve 4×1", "subinterp serve 2×1",
+                 "Granian", "uvicorn[standard]", "Hypercorn", "gunicorn sync", "gunicorn gthread"]
 SERVE_WORKLOADS = {
     "hello": ("plain WSGI hello world", "a 14-byte text/plain body with Content-Length"),
     "hello-1w": ("plain WSGI hello world, 1 worker", "as hello, with one worker"),
@@ -400,7 +401,30 @@ SERVE_WORKLOADS = {
     "flask-cpu-1w": ("Flask + CPU work, 1 worker", "as flask-cpu, with one worker"),
     "stream-1mb": ("1 MiB streamed", "a WSGI generator yielding 16 × 64 KiB, no Content-Length "
                    "(wrk -c8 instead of -c32)"),
+    "starlette-text": ("Starlette plain text (ASGI)", "GET / of a Starlette app: PlainTextResponse(\"Hello, world!\")"),
+    "starlette-json": ("Starlette JSON (ASGI)", "GET /json of the same app: a small JSONResponse"),
+    "starlette-stream-1mb": ("Starlette 1 MiB streamed (ASGI)",
+                             "GET /stream: a StreamingResponse of 16 × 64 KiB from an async generator, "
+                             "no Content-Length (wrk -c8 instead of -c32)"),
+    "ws-echo": ("WebSocket echo (ASGI)",
+                "a Starlette WebSocket route echoing 32-byte text messages; the suite's own client "
+                "(serve/ws_echo.c) keeps one message in flight on each of 32 connections; "
+                "messages per second and round-trip times"),
+    "flask-numpy": ("an app that cannot run in a sub-interpreter",
+                    "a Flask view using numpy and orjson, which refuse sub-interpreters: subinterp serve "
+                    "runs it in worker processes (--isolation processes), as many as the others' workers"),
+    "layouts-4w": ("4 workers as processes × interpreters",
+                   "flask-json with 4 workers: subinterp serve as 1×4, 2×2 and 4×1 (worker processes × "
+                   "interpreters each), Granian and gunicorn sync with 4 workers"),
+    "mixed": ("slow and fast requests, a new connection each",
+              "apps:mixed with Connection: close, one request in 200 taking ~50 ms of CPU (wrk -s mixed.lua): "
+              "the p99 shows whether a worker busy with a slow request keeps taking new connections"),
 }
+
+
+def rate_metric(metrics):
+    """The throughput metric of a run: req/s, or msg/s for WebSocket echo."""
+    return "msg/s" if "msg/s" in metrics else "req/s"
 
 
 def serve_runs(rows):
@@ -416,6 +440,8 @@ def serve_runs(rows):
 
 
 def serve_value(metrics, name):
+    if name == "req/s":
+        name = rate_metric(metrics)
     r = metrics.get(name)
     return r["value"] if r is not None and ok(r) else None
 
@@ -434,8 +460,10 @@ def serve_markdown(rows, sources):
     out = ["# " + SUITES["serve"][0], ""]
     out.append(f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
                + ", ".join(f"`{shown_path(p)}`" for p in sources) + ".")
-    out.append("Every server runs the same app from `Benchmarks/serve/apps.py` on 127.0.0.1, "
-               "measured with `wrk -t2 -c32 -d10s --latency` after a 2 s warm-up (stream-1mb: -c8). "
+    out.append("Every server runs the same app from `Benchmarks/serve/` (`apps.py` and `incompatible.py`: "
+               "WSGI; `asgi_apps.py`: ASGI) on 127.0.0.1, "
+               "measured with `wrk -t2 -c32 -d10s --latency` after a 2 s warm-up (1 MiB streams: -c8; "
+               "ws-echo: the suite's WebSocket client, 32 connections, same warm-up and duration). "
                "*errors* = non-2xx/3xx responses + socket errors; *RSS* = VmRSS summed over the "
                "server process and all its descendants when wrk ends. "
                "The ratio columns are oriented so that **above 1× means `subinterp serve` is better**: "
@@ -449,9 +477,10 @@ def serve_markdown(rows, sources):
             out.append(what + ".")
             out.append("")
         base = serve_base(by_runner)
-        head = ["runner", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB"]
+        rate = rate_metric(next(iter(by_runner.values()), {}))
+        head = ["runner", rate, "p50 ms", "p99 ms", "errors", "RSS MiB"]
         if base:
-            head += ["req/s: subinterp ÷ runner", "RSS: runner ÷ subinterp"]
+            head += [f"{rate}: subinterp ÷ runner", "RSS: runner ÷ subinterp"]
         head.append("note")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|")
@@ -468,7 +497,7 @@ def serve_markdown(rows, sources):
                 rss, b_rss = serve_value(m, "RSS MiB"), serve_value(base, "RSS MiB")
                 cells.append(fmt_ratio(b_rps / rps) if not err and rps and b_rps else "")
                 cells.append(fmt_ratio(rss / b_rss) if not err and rss and b_rss else "")
-            first = m.get("req/s") or next(iter(m.values()))
+            first = m.get(rate_metric(m)) or next(iter(m.values()))
             note = err and f"error: {err}" or first.get("note") or ""
             cells.append(str(note).replace("|", "\\|").replace("\n", " "))
             out.append("| " + " | ".join(cells) + " |")
@@ -486,8 +515,9 @@ def serve_svg(rows):
     for workload, by_runner in runs.items():
         title, _ = SERVE_WORKLOADS.get(workload, (workload, ""))
         parts.append(f'<text x="16" y="{y}" class="h">{esc(workload)}: {esc(title)}</text>')
+        rate = rate_metric(next(iter(by_runner.values()), {}))
         parts.append(f'<text x="{W - 16}" y="{y}" class="b" text-anchor="end">'
-                     f'req/s · HIGHER is better (longer bar wins)</text>')
+                     f'{rate} · HIGHER is better (longer bar wins)</text>')
         y += 8
         vmax = max((serve_value(m, "req/s") or 0 for m in by_runner.values()), default=0) or 1
         base = serve_base(by_runner)
@@ -520,7 +550,7 @@ def serve_svg(rows):
                 extras.append("≈ subinterp" if 0.995 <= x < 1.005
                               else f"subinterp {fmt_ratio(x)} faster" if x >= 1
                               else f"{fmt_ratio(1 / x)} faster than subinterp")
-            label = f"{fmt(v)} req/s" + (f"  ({', '.join(extras)})" if extras else "")
+            label = f"{fmt(v)} {rate}" + (f"  ({', '.join(extras)})" if extras else "")
             if bar_x + w + 6 + 7.0 * len(label) <= W - 8 or 7.0 * len(label) > w - 12:
                 parts.append(f'<text x="{bar_x + w + 6:.1f}" y="{y - 8}" class="v">{esc(label)}</text>')
             else:
@@ -529,7 +559,7 @@ def serve_svg(rows):
         y += 40
     H = y - 10
     legend = [("subinterp serve (sub-interpreters in one process)", swift_color),
-              ("Granian / gunicorn (worker processes)", peer_color)]
+              ("Granian / gunicorn / uvicorn / Hypercorn (worker processes)", peer_color)]
     leg, lx = [], 16
     for name, color in legend:
         leg.append(f'<rect x="{lx}" y="29" width="12" height="12" fill="{color}" rx="2"/>')

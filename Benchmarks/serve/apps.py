@@ -9,6 +9,8 @@ flask_json  a Flask app whose / returns a small JSON object
 flask_cpu   a Flask app whose / does fixed pure-Python CPU work (CPU_LOOPS iterations, about 1-2 ms)
             and returns the result as JSON
 stream_1mb  plain WSGI generator: 16 chunks of 64 KiB, no Content-Length (chunked or close-delimited)
+mixed       plain WSGI: / answers at once, /slow after SLOW_LOOPS iterations of pure-Python work
+            (about 50 ms); the "mixed" workload sends one request in 200 to /slow
 """
 
 from flask import Flask, jsonify
@@ -60,3 +62,14 @@ def stream_1mb(environ, start_response):
             yield CHUNK
 
     return body()
+
+
+SLOW_LOOPS = 500_000
+
+
+def mixed(environ, start_response):
+    body = HELLO
+    if environ["PATH_INFO"] == "/slow":
+        body = f"{cpu_work(SLOW_LOOPS)}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

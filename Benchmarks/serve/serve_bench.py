@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The serve suite: `subinterp serve` against Granian and gunicorn on the same WSGI apps.
+"""The serve suite: `subinterp serve` against Granian and gunicorn on the same WSGI apps, and
+against uvicorn[standard], Hypercorn and Granian on the same ASGI (Starlette) app.
 
     serve_bench.py [--subinterp PATH] [--json PATH] [--quick] [...]   (--help lists the options)
 
 Run it with the benchmark venv's Python (Benchmarks/run serve does): the peers (granian,
-gunicorn) are taken from the same bin/ folder as this Python, and `subinterp serve` gets
-`--python` pointing at it so the apps' imports (flask) resolve in its sub-interpreters.
+gunicorn, uvicorn, hypercorn) are taken from the same bin/ folder as this Python, and
+`subinterp serve` gets `--python` pointing at it so the apps' imports (flask, starlette) resolve
+in its sub-interpreters.
 
 For every workload (an app in Benchmarks/serve/apps.py) and every server:
   start the server on a free 127.0.0.1 port with N workers (--workers, default 2); wait until
@@ -18,11 +20,30 @@ For every workload (an app in Benchmarks/serve/apps.py) and every server:
 One-worker runs (workload suffix "-1w") of subinterp serve and Granian on hello and flask-cpu
 show how each scales from 1 to N workers.
 
+The ASGI workloads (asgi_apps.py: one Starlette app) are measured the same way on their path
+(/, /json, /stream). ws-echo runs this suite's own WebSocket client instead of wrk (ws_echo.c,
+built with cc into the log folder): the same number of connections, each echoing a 32-byte text
+message one at a time, for the same warm-up and duration; it reports messages/s and the p50/p99
+round trip.
+
+Sections (--sections, default all of them):
+  base          the workloads above against every server in --servers (each server runs the
+                workloads of its interface: WSGI or ASGI)
+  incompatible  flask-numpy (Benchmarks/serve/incompatible.py: numpy and orjson, which refuse
+                sub-interpreters): subinterp serve --isolation processes with N worker processes
+                against gunicorn sync (N processes) and Granian (N workers)
+  layouts       flask-json with 4 workers: subinterp serve as 1×4, 2×2 and 4×1 (processes ×
+                interpreters) against Granian and gunicorn sync with 4 workers (workload
+                "layouts-4w"): which layout to choose, by req/s and total RSS
+  mixed         apps:mixed with a new connection per request and one request in 200 taking
+                ~50 ms of CPU (wrk -s mixed.lua): p99 shows whether a busy worker keeps taking
+                new connections; subinterp serve 1×2 and 2×1 against gunicorn sync and Granian
+
 Rows (JSON list, the suite's usual format plus a "metric" field), five per run:
     {"suite": "serve", "workload": "hello", "runner": "Granian", "metric": "req/s",
      "value": 41234.5, "unit": "req/s", "speedup": null, "note": "..."}
 metric / unit: "req/s" / "req/s", "p50 ms" / "ms", "p99 ms" / "ms", "errors" / "count",
-"RSS MiB" / "MiB". A run that failed (server did not start, crashed, wrk failed) gives rows with
+"RSS MiB" / "MiB" (ws-echo: "msg/s" / "msg/s" instead of req/s). A run that failed (server did not start, crashed, wrk failed) gives rows with
 "value": null and an "error" field. Only 127.0.0.1 is used.
 """
 
@@ -55,14 +76,53 @@ RUNNERS = {  # key -> runner name in the rows
     "granian": "Granian",
     "gunicorn-sync": "gunicorn sync",
     "gunicorn-gthread": "gunicorn gthread",
+    "uvicorn": "uvicorn[standard]",
+    "hypercorn": "Hypercorn",
+    # The app in the main interpreter of N worker processes (what --isolation auto picks for an
+    # app whose extension modules refuse sub-interpreters).
+    "subinterp-processes": "subinterp serve --isolation processes",
 }
-WORKLOADS = {  # workload -> (app in apps.py, check of the body of GET /)
-    "hello": "hello",
-    "flask-json": "flask_json",
-    "flask-cpu": "flask_cpu",
-    "stream-1mb": "stream_1mb",
+BASE_RUNNERS = ["subinterp", "subinterp-t0", "granian", "gunicorn-sync", "gunicorn-gthread", "uvicorn", "hypercorn"]
+# Also "subinterp-MxN": subinterp serve --processes M --workers N ("subinterp serve M×N").
+LAYOUT = re.compile(r"subinterp-(\d+)x(\d+)")
+# workload -> (interface, MODULE:APP in Benchmarks/serve, path measured)
+WORKLOADS = {
+    "hello": ("wsgi", "apps:hello", "/"),
+    "flask-json": ("wsgi", "apps:flask_json", "/"),
+    "flask-cpu": ("wsgi", "apps:flask_cpu", "/"),
+    "stream-1mb": ("wsgi", "apps:stream_1mb", "/"),
+    "starlette-text": ("asgi", "asgi_apps:app", "/"),
+    "starlette-json": ("asgi", "asgi_apps:app", "/json"),
+    "starlette-stream-1mb": ("asgi", "asgi_apps:app", "/stream"),
+    "ws-echo": ("asgi", "asgi_apps:app", "/ws"),
+    "flask-numpy": ("wsgi", "incompatible:flask_numpy", "/"),
+    "mixed": ("wsgi", "apps:mixed", "/"),
 }
+BASE_WORKLOADS = ["hello", "flask-json", "flask-cpu", "stream-1mb", "starlette-text", "starlette-json",
+                  "starlette-stream-1mb", "ws-echo"]
+# Which servers run which interface's apps in the base section.
+SERVES = {
+    "wsgi": ("subinterp", "subinterp-t0", "granian", "gunicorn-sync", "gunicorn-gthread"),
+    "asgi": ("subinterp", "uvicorn", "granian", "hypercorn"),
+}
+STREAMS = ("stream-1mb", "starlette-stream-1mb")
+MIXED_SCRIPT = os.path.join(HERE, "mixed.lua")
+# section -> (workload, row workload name, runners, workers (None: --workers), wrk script)
+SECTIONS = {
+    "incompatible": ("flask-numpy", "flask-numpy", ["subinterp-processes", "gunicorn-sync", "granian"], None, None),
+    "layouts": ("flask-json", "layouts-4w", ["subinterp-1x4", "subinterp-2x2", "subinterp-4x1", "granian", "gunicorn-sync"],
+                4, None),
+    "mixed": ("mixed", "mixed", ["subinterp", "subinterp-2x1", "gunicorn-sync", "granian"], 2, MIXED_SCRIPT),
+}
+
+
+def runner_name(key):
+    layout = LAYOUT.fullmatch(key)
+    if layout:
+        return f"subinterp serve {layout.group(1)}×{layout.group(2)}"
+    return RUNNERS[key]
 ONE_WORKER = {"subinterp": ("hello", "flask-cpu"), "granian": ("hello", "flask-cpu")}
+WS_MESSAGE_BYTES = 32
 GTHREAD_THREADS = 4
 
 
@@ -72,16 +132,29 @@ def log(msg):
 
 # --------------------------------------------------------------------------- servers
 
-def server_command(key, app, workers, port, opts):
-    spec = f"apps:{app}"
+def server_command(key, workload, workers, port, opts):
+    interface, spec, _ = WORKLOADS[workload]
+    common = ["--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--python", os.path.abspath(sys.executable)]
     if key in ("subinterp", "subinterp-t0"):
-        return [opts.subinterp, "serve", spec, "--workers", str(workers),
-                "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--python", sys.executable] + (
-                    ["--timeout", "0"] if key == "subinterp-t0" else [])
+        return [opts.subinterp, "serve", spec, "--workers", str(workers)] + common + (
+            ["--timeout", "0"] if key == "subinterp-t0" else [])
+    if key == "subinterp-processes":
+        return [opts.subinterp, "serve", spec, "--isolation", "processes", "--workers", str(workers)] + common
+    layout = LAYOUT.fullmatch(key)
+    if layout:
+        return [opts.subinterp, "serve", spec, "--processes", layout.group(1), "--workers", layout.group(2)] + common
     if key == "granian":
-        return [os.path.join(BIN, "granian"), "--interface", "wsgi", "--workers", str(workers),
+        return [os.path.join(BIN, "granian"), "--interface", interface, "--workers", str(workers),
                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", HERE,
                 "--no-access-log", spec]
+    if key == "uvicorn":
+        # uvicorn[standard] as people deploy it: uvloop and httptools.
+        return [os.path.join(BIN, "uvicorn"), spec, "--workers", str(workers), "--host", "127.0.0.1",
+                "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                "--log-level", "warning"]
+    if key == "hypercorn":
+        return [os.path.join(BIN, "hypercorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+                spec]
     if key.startswith("gunicorn"):
         cmd = [os.path.join(BIN, "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}",
                "--chdir", HERE]
@@ -99,23 +172,39 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get_root(port, timeout=5.0):
-    """GET / once: (status, body)."""
+def get_root(port, timeout=5.0, path="/"):
+    """GET path once (/ by default): (status, body, headers)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/")
+        conn.request("GET", path)
         resp = conn.getresponse()
         return resp.status, resp.read(), resp.getheaders()
     finally:
         conn.close()
 
 
+def check_path(workload):
+    """The path checked once the server is up (ws-echo: the app's plain-text route)."""
+    path = WORKLOADS[workload][2]
+    return "/" if workload == "ws-echo" else path
+
+
 def check_body(workload, status, body, headers):
-    """'' when GET / gave what the app should, else what is wrong."""
+    """'' when the checked path gave what the app should, else what is wrong."""
     if status != 200:
-        return f"GET / answered {status}: {body[:200]!r}"
+        return f"GET {check_path(workload)} answered {status}: {body[:200]!r}"
     if workload == "hello" and body != b"Hello, world!\n":
         return f"unexpected body {body[:100]!r}"
+    if workload in ("starlette-text", "ws-echo") and body != b"Hello, world!":
+        return f"unexpected body {body[:100]!r}"
+    if workload == "starlette-json":
+        try:
+            if json.loads(body).get("message") != "Hello, world!":
+                return f"unexpected JSON {body[:100]!r}"
+        except ValueError:
+            return f"not JSON: {body[:100]!r}"
+    if workload == "starlette-stream-1mb" and len(body) != 16 * 65536:
+        return f"body is {len(body)} bytes, expected {16 * 65536}"
     if workload == "flask-json":
         try:
             if json.loads(body).get("message") != "Hello, world!":
@@ -130,6 +219,14 @@ def check_body(workload, status, body, headers):
             return f"not JSON: {body[:100]!r}"
     if workload == "stream-1mb" and len(body) != 16 * 65536:
         return f"body is {len(body)} bytes, expected {16 * 65536}"
+    if workload == "mixed" and body != b"Hello, world!\n":
+        return f"unexpected body {body[:100]!r}"
+    if workload == "flask-numpy":
+        try:
+            if json.loads(body).get("sum") != 499500.0:
+                return f"unexpected JSON {body[:100]!r}"
+        except ValueError:
+            return f"not JSON: {body[:100]!r}"
     return ""
 
 
@@ -221,7 +318,7 @@ class Server:
     def __init__(self, key, workload, workers, opts, logdir):
         self.key, self.workload, self.workers = key, workload, workers
         self.port = free_port()
-        self.cmd = server_command(key, WORKLOADS[workload], workers, self.port, opts)
+        self.cmd = server_command(key, workload, workers, self.port, opts)
         tag = f"{key}-{workload}-{workers}w"
         self.log_path = os.path.join(logdir, tag + ".log")
         self.proc = None
@@ -244,7 +341,7 @@ class Server:
                 raise RuntimeError(f"exited with code {self.proc.returncode} while starting: "
                                    + tail(self.log_path))
             try:
-                status, body, headers = get_root(self.port, timeout=2.0)
+                status, body, headers = get_root(self.port, timeout=2.0, path=check_path(self.workload))
                 self.startup_s = time.perf_counter() - t0
                 return status, body, headers
             except OSError as e:
@@ -312,19 +409,48 @@ def parse_wrk(out):
     return res
 
 
-def run_wrk(port, duration, connections, threads, timeout_s):
+def run_wrk(port, duration, connections, threads, timeout_s, path="/", script=None):
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout", f"{timeout_s}s",
-           "--latency", f"http://127.0.0.1:{port}/"]
+           "--latency"] + (["-s", script] if script else []) + [f"http://127.0.0.1:{port}{path}"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if p.returncode != 0:
         raise RuntimeError(f"wrk exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
     return p.stdout
 
 
+# --------------------------------------------------------------------------- WebSocket echo
+
+WS_ECHO = None  # the client binary, built once per suite run
+
+
+def build_ws_echo(logdir):
+    """Compiles ws_echo.c into logdir; returns its path, or raises with the compiler's message."""
+    out = os.path.join(logdir, "ws_echo")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) for the WebSocket client")
+    p = subprocess.run([cc, "-O2", "-o", out, os.path.join(HERE, "ws_echo.c")], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("could not build ws_echo.c: " + p.stderr.strip()[-500:])
+    return out
+
+
+def run_ws_echo(port, warmup, duration, connections):
+    cmd = [WS_ECHO, "127.0.0.1", str(port), WORKLOADS["ws-echo"][2], str(connections), str(warmup),
+           str(duration), str(WS_MESSAGE_BYTES)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 60)
+    if p.returncode != 0:
+        raise RuntimeError(f"ws_echo exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+    r = json.loads(p.stdout)
+    return {"rps": r["msg_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
+            "requests": r["messages"]}
+
+
 # --------------------------------------------------------------------------- one run
 
 def rows_for(workload, runner, values, note, error=None):
-    metrics = [("req/s", "req/s", "rps"), ("p50 ms", "ms", "p50"), ("p99 ms", "ms", "p99"),
+    rate = ("msg/s", "msg/s", "rps") if workload.startswith("ws-") else ("req/s", "req/s", "rps")
+    metrics = [rate, ("p50 ms", "ms", "p50"), ("p99 ms", "ms", "p99"),
                ("errors", "count", "errors"), ("RSS MiB", "MiB", "rss")]
     out = []
     for metric, unit, key in metrics:
@@ -337,10 +463,12 @@ def rows_for(workload, runner, values, note, error=None):
     return out
 
 
-def measure(key, workload, workers, opts, logdir):
-    runner = RUNNERS[key]
-    name = workload + ("-1w" if workers == 1 else "")
-    conns = opts.stream_connections if workload == "stream-1mb" else opts.connections
+def measure(key, workload, workers, opts, logdir, name=None, script=None):
+    runner = runner_name(key)
+    name = name or workload + ("-1w" if workers == 1 else "")
+    conns = opts.stream_connections if workload in STREAMS else opts.connections
+    path = WORKLOADS[workload][2]
+    websocket = workload == "ws-echo"
     server = Server(key, workload, workers, opts, logdir)
     log(f"{name} / {runner}: {' '.join(server.cmd)}")
     notes = []
@@ -351,10 +479,12 @@ def measure(key, workload, workers, opts, logdir):
         if problem:
             notes.append(f"first GET / wrong: {problem}")
         notes.append(f"ready in {server.startup_s:.1f} s")
-        if workload == "stream-1mb":
+        if workload in STREAMS:
             notes.append(f"body framing: {framing(headers)}")
-        if opts.warmup > 0:
-            run_wrk(server.port, opts.warmup, conns, opts.threads, opts.wrk_timeout)
+        if script:
+            notes.append(f"wrk -s {os.path.basename(script)}")
+        if opts.warmup > 0 and not websocket:
+            run_wrk(server.port, opts.warmup, conns, opts.threads, opts.wrk_timeout, path, script)
         if not server.alive():
             raise RuntimeError(f"server exited with code {server.proc.returncode} during the "
                                f"warm-up: {tail(server.log_path)}")
@@ -372,7 +502,12 @@ def measure(key, workload, workers, opts, logdir):
         cpu0 = (machine_busy(), tree_cpu(server.proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN),
                 resource.getrusage(resource.RUSAGE_SELF))
         try:
-            out = run_wrk(server.port, opts.duration, conns, opts.threads, opts.wrk_timeout)
+            if websocket:
+                # The client's own warm-up comes first on the same connections; the sample
+                # covers it too, so the CPU note counts a little more than the measured part.
+                ws = run_ws_echo(server.port, opts.warmup, opts.duration, conns)
+            else:
+                out = run_wrk(server.port, opts.duration, conns, opts.threads, opts.wrk_timeout, path, script)
         finally:
             stop_sampling.set()
             sampler.join()
@@ -384,19 +519,25 @@ def measure(key, workload, workers, opts, logdir):
             wrk_s = (ch.ru_utime + ch.ru_stime) - (cpu0[2].ru_utime + cpu0[2].ru_stime)
             me_s = (me.ru_utime + me.ru_stime) - (cpu0[3].ru_utime + cpu0[3].ru_stime)
             other = max(0.0, busy - srv - wrk_s - me_s)
-            cpu_note = (f"CPU during the run: server {srv:.1f} s, wrk {wrk_s:.1f} s, other processes "
+            client = "ws_echo" if websocket else "wrk"
+            cpu_note = (f"CPU during the run: server {srv:.1f} s, {client} {wrk_s:.1f} s, other processes "
                         f"{other:.1f} s (of {opts.duration * (os.cpu_count() or 1)} CPU-s)")
             if other > 0.1 * opts.duration * (os.cpu_count() or 1):
                 log(f"  warning: other processes used {other:.1f} CPU-s during this run")
         else:
             cpu_note = ""
         rss_kib, nproc = tree_rss(server.proc.pid) if alive else (0, 0)
-        res = parse_wrk(out)
+        if websocket:
+            res = ws
+            notes.append(f"{res['requests']} messages echoed ({WS_MESSAGE_BYTES}-byte text, one in flight per "
+                         f"connection, {conns} connections); errors: {res['errors']} connections lost")
+        else:
+            res = parse_wrk(out)
+            c, r, w, t = res["socket"]
+            notes.append(f"{res['requests']} requests, {res['read']} read; errors: non-2xx {res['non2xx']}, "
+                         f"socket connect {c} read {r} write {w} timeout {t}")
+            notes.append(f"p75 {res['p75']:.2f} ms, p90 {res['p90']:.2f} ms" if res["p75"] is not None else "")
         res["rss"] = rss_kib / 1024 if alive else None
-        c, r, w, t = res["socket"]
-        notes.append(f"{res['requests']} requests, {res['read']} read; errors: non-2xx {res['non2xx']}, "
-                     f"socket connect {c} read {r} write {w} timeout {t}")
-        notes.append(f"p75 {res['p75']:.2f} ms, p90 {res['p90']:.2f} ms" if res["p75"] is not None else "")
         notes.append(f"RSS over {nproc} processes at the end, peak during the run "
                      f"{peak[0] / 1024:.0f} MiB")
         notes.append(cpu_note)
@@ -406,14 +547,14 @@ def measure(key, workload, workers, opts, logdir):
             result = rows_for(name, runner, res, "; ".join(n for n in notes if n), error=error)
             return result
         try:
-            status, body, headers = get_root(server.port)
+            status, body, headers = get_root(server.port, path=check_path(workload))
             problem = check_body(workload, status, body, headers)
             if problem:
-                notes.append(f"GET / after the run wrong: {problem}")
+                notes.append(f"GET {check_path(workload)} after the run wrong: {problem}")
         except OSError as e:
-            notes.append(f"GET / after the run failed: {e}")
-        log(f"  {res['rps']:.0f} req/s, p50 {res['p50']:.3g} ms, p99 {res['p99']:.3g} ms, "
-            f"errors {res['errors']}, RSS {res['rss']:.1f} MiB")
+            notes.append(f"GET {check_path(workload)} after the run failed: {e}")
+        log(f"  {res['rps']:.0f} {'msg/s' if websocket else 'req/s'}, p50 {res['p50']:.3g} ms, "
+            f"p99 {res['p99']:.3g} ms, errors {res['errors']}, RSS {res['rss']:.1f} MiB")
         result = rows_for(name, runner, res, "; ".join(n for n in notes if n))
         return result
     except Exception as e:  # noqa: BLE001 -- one failed run must not stop the suite
@@ -439,14 +580,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up wrk run (2)")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     ap.add_argument("--stream-connections", type=int, default=8,
-                    help="wrk connections for stream-1mb (8)")
+                    help="wrk connections for the 1 MiB streams (8)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     ap.add_argument("--wrk-timeout", type=int, default=5, help="wrk's per-request timeout, s (5)")
     ap.add_argument("--start-timeout", type=float, default=30, help="seconds to wait for a server (30)")
-    ap.add_argument("--servers", default=",".join(RUNNERS),
-                    help="comma-separated: " + ", ".join(RUNNERS))
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help="comma-separated: " + ", ".join(WORKLOADS))
+    ap.add_argument("--servers", default=",".join(BASE_RUNNERS),
+                    help="the base section's servers, comma-separated: " + ", ".join(BASE_RUNNERS))
+    ap.add_argument("--workloads", default=",".join(BASE_WORKLOADS),
+                    help="the base section's workloads, comma-separated: " + ", ".join(BASE_WORKLOADS))
+    ap.add_argument("--sections", default="base," + ",".join(SECTIONS),
+                    help="comma-separated: base, " + ", ".join(SECTIONS) + " (default: all)")
     ap.add_argument("--no-one-worker", action="store_true", help="skip the one-worker (-1w) runs")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 s runs, 1 s warm-up")
     ap.add_argument("--json", help="write the rows here")
@@ -457,12 +600,16 @@ def main(argv=None):
         opts.duration, opts.warmup = 2, 1
     servers = [s.strip() for s in opts.servers.split(",") if s.strip()]
     workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]
+    sections = [x.strip() for x in opts.sections.split(",") if x.strip()]
     for s in servers:
-        if s not in RUNNERS:
+        if s not in BASE_RUNNERS:
             ap.error(f"unknown server {s!r}")
     for w in workloads:
-        if w not in WORKLOADS:
+        if w not in BASE_WORKLOADS:
             ap.error(f"unknown workload {w!r}")
+    for x in sections:
+        if x != "base" and x not in SECTIONS:
+            ap.error(f"unknown section {x!r}")
     if not shutil.which("wrk"):
         ap.error("wrk is not installed (apt-get install wrk)")
     if any(s.startswith("subinterp") for s in servers) and not os.access(opts.subinterp, os.X_OK):
@@ -471,18 +618,34 @@ def main(argv=None):
 
     logdir = opts.logs or tempfile.mkdtemp(prefix="serve-bench-")
     os.makedirs(logdir, exist_ok=True)
-    plan = []
-    for w in workloads:
-        for s in servers:
-            plan.append((s, w, opts.workers))
-            if not opts.no_one_worker and w in ONE_WORKER.get(s, ()) and opts.workers != 1:
-                plan.append((s, w, 1))
+    if "base" in sections and "ws-echo" in workloads:
+        global WS_ECHO
+        try:
+            WS_ECHO = build_ws_echo(logdir)
+        except RuntimeError as e:
+            log(f"warning: {e}; the ws-echo rows will fail")
+            WS_ECHO = "/nonexistent/ws_echo"
+    plan = []  # (server, workload, workers, row workload name, wrk script)
+    if "base" in sections:
+        for w in workloads:
+            for s in servers:
+                if s not in SERVES[WORKLOADS[w][0]]:
+                    continue
+                plan.append((s, w, opts.workers, None, None))
+                if not opts.no_one_worker and w in ONE_WORKER.get(s, ()) and opts.workers != 1:
+                    plan.append((s, w, 1, None, None))
+    for x in sections:
+        if x == "base":
+            continue
+        workload, name, runners, workers, script = SECTIONS[x]
+        for s in runners:
+            plan.append((s, workload, workers or opts.workers, name, script))
     log(f"{len(plan)} runs of {opts.warmup} s warm-up + {opts.duration} s; wrk -t{opts.threads} "
-        f"-c{opts.connections} (stream-1mb: -c{opts.stream_connections}); server output in {logdir}")
+        f"-c{opts.connections} (streams: -c{opts.stream_connections}); server output in {logdir}")
     rows, failed = [], False
     t0 = time.perf_counter()
-    for s, w, n in plan:
-        rs = measure(s, w, n, opts, logdir)
+    for s, w, n, name, script in plan:
+        rs = measure(s, w, n, opts, logdir, name=name, script=script)
         failed |= any(r.get("error") for r in rs)
         rows.extend(rs)
         if opts.json:  # write as we go so that an interrupted run leaves its rows

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 static cpy_asgi_host cpy_asgi_host_table;
@@ -64,6 +65,11 @@ cpy_asgi_worker *cpy_asgi_worker_create(void *context) {
         return NULL;
     }
     pthread_mutex_init(&worker->lock, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&worker->wake, &attributes);
+    pthread_condattr_destroy(&attributes);
     atomic_init(&worker->progress, 0);
     atomic_init(&worker->idle, 0);
     atomic_init(&worker->waiting, 0);
@@ -86,6 +92,7 @@ void cpy_asgi_worker_destroy(cpy_asgi_worker *worker) {
         event = next;
     }
     close(worker->efd);
+    pthread_cond_destroy(&worker->wake);
     pthread_mutex_destroy(&worker->lock);
     free(worker);
 }
@@ -102,6 +109,28 @@ int cpy_asgi_worker_waiting(const cpy_asgi_worker *worker) {
     return atomic_load_explicit(&((cpy_asgi_worker *)worker)->waiting, memory_order_acquire);
 }
 
+/// Wakes a sleeping loop (under the lock): the condition it waits on, or its eventfd.
+static void cpy_asgi_wake_locked(cpy_asgi_worker *worker) {
+    if (worker->sleeping == CPY_ASGI_SLEEPING_ON_CONDITION) {
+        pthread_cond_signal(&worker->wake);
+    } else if (worker->sleeping == CPY_ASGI_SLEEPING_IN_SELECT && !worker->signalled) {
+        // Written under the lock, so `signalled` always means "written".
+        worker->signalled = 1;
+        uint64_t one = 1;
+        ssize_t written;
+        do {
+            written = write(worker->efd, &one, sizeof one);
+        } while (written < 0 && errno == EINTR);
+    }
+}
+
+void cpy_asgi_nudge(cpy_asgi_worker *worker) {
+    pthread_mutex_lock(&worker->lock);
+    worker->nudged = 1;
+    cpy_asgi_wake_locked(worker);
+    pthread_mutex_unlock(&worker->lock);
+}
+
 int cpy_asgi_post(cpy_asgi_worker *worker, cpy_asgi_event *event) {
     event->next = NULL;
     pthread_mutex_lock(&worker->lock);
@@ -116,16 +145,8 @@ int cpy_asgi_post(cpy_asgi_worker *worker, cpy_asgi_event *event) {
     }
     worker->tail = event;
     atomic_store_explicit(&worker->waiting, 1, memory_order_release);
-    // Only a loop asleep in select needs the eventfd; a busy one takes the event when its
-    // iteration ends. Written under the lock, so `signalled` always means "written".
-    if (worker->sleeping && !worker->signalled) {
-        worker->signalled = 1;
-        uint64_t one = 1;
-        ssize_t written;
-        do {
-            written = write(worker->efd, &one, sizeof one);
-        } while (written < 0 && errno == EINTR);
-    }
+    // Only a sleeping loop needs waking; a busy one takes the event when its iteration ends.
+    cpy_asgi_wake_locked(worker);
     pthread_mutex_unlock(&worker->lock);
     return 0;
 }
@@ -138,13 +159,22 @@ static cpy_asgi_event *cpy_asgi_take_locked(cpy_asgi_worker *worker) {
     return events;
 }
 
-cpy_asgi_event *cpy_asgi_begin_wait(cpy_asgi_worker *worker) {
+cpy_asgi_event *cpy_asgi_begin_wait(cpy_asgi_worker *worker, int *nudged) {
     pthread_mutex_lock(&worker->lock);
     cpy_asgi_event *events = cpy_asgi_take_locked(worker);
-    if (events == NULL) worker->sleeping = 1;
+    *nudged = worker->nudged;
+    int sleeps = events == NULL && !worker->nudged;
+    if (sleeps) worker->sleeping = CPY_ASGI_SLEEPING_IN_SELECT;
     pthread_mutex_unlock(&worker->lock);
     // Events taken now run app code before the poll: the loop is busy, not idle.
-    if (events == NULL) atomic_store_explicit(&worker->idle, 1, memory_order_release);
+    if (sleeps) atomic_store_explicit(&worker->idle, 1, memory_order_release);
+    return events;
+}
+
+cpy_asgi_event *cpy_asgi_take(cpy_asgi_worker *worker) {
+    pthread_mutex_lock(&worker->lock);
+    cpy_asgi_event *events = cpy_asgi_take_locked(worker);
+    pthread_mutex_unlock(&worker->lock);
     return events;
 }
 
@@ -152,7 +182,8 @@ cpy_asgi_event *cpy_asgi_end_wait(cpy_asgi_worker *worker) {
     atomic_store_explicit(&worker->idle, 0, memory_order_release);
     atomic_fetch_add_explicit(&worker->progress, 1, memory_order_acq_rel);
     pthread_mutex_lock(&worker->lock);
-    worker->sleeping = 0;
+    worker->sleeping = CPY_ASGI_AWAKE;
+    worker->nudged = 0;
     if (worker->signalled) {
         uint64_t count;
         ssize_t got;
@@ -163,5 +194,38 @@ cpy_asgi_event *cpy_asgi_end_wait(cpy_asgi_worker *worker) {
     }
     cpy_asgi_event *events = cpy_asgi_take_locked(worker);
     pthread_mutex_unlock(&worker->lock);
+    return events;
+}
+
+cpy_asgi_event *cpy_asgi_wait(cpy_asgi_worker *worker, double timeout) {
+    struct timespec deadline;
+    if (timeout > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        double whole = (double)(long long)timeout;
+        deadline.tv_sec += (time_t)whole;
+        deadline.tv_nsec += (long)((timeout - whole) * 1e9);
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&worker->lock);
+    if (worker->head == NULL && !worker->nudged && timeout != 0) {
+        worker->sleeping = CPY_ASGI_SLEEPING_ON_CONDITION;
+        atomic_store_explicit(&worker->idle, 1, memory_order_release);
+        while (worker->head == NULL && !worker->nudged) {
+            if (timeout < 0) {
+                pthread_cond_wait(&worker->wake, &worker->lock);
+            } else if (pthread_cond_timedwait(&worker->wake, &worker->lock, &deadline) == ETIMEDOUT) {
+                break;
+            }
+        }
+        worker->sleeping = CPY_ASGI_AWAKE;
+        atomic_store_explicit(&worker->idle, 0, memory_order_release);
+    }
+    worker->nudged = 0;
+    cpy_asgi_event *events = cpy_asgi_take_locked(worker);
+    pthread_mutex_unlock(&worker->lock);
+    atomic_fetch_add_explicit(&worker->progress, 1, memory_order_acq_rel);
     return events;
 }

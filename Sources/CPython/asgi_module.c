@@ -73,7 +73,9 @@ typedef struct {
     int server_port;
     PyObject *methods[METHOD_COUNT];
     PyObject *strings[STRING_COUNT];
-    /// Requests whose task has not ended (borrowed; a request unlinks itself).
+    /// Requests whose task has not ended, each holding a reference: a request waiting on a
+    /// future only it knows (back-pressure, receive) is reachable from nothing else, and the
+    /// garbage collector would destroy it and its pending task. Unlinked when the task ends.
     cpy_asgi_request *active;
     int serving;
 } cpy_asgi_state;
@@ -97,6 +99,7 @@ typedef struct {
 #define F_DEMANDED 4      // the host was asked for the next chunk or message
 #define F_FINISHED 8      // the task ended and the host was told
 #define F_CONNECT_SENT 16 // websocket.connect went to the app
+#define F_INPUT_CLOSED 32 // the client stopped sending: receive() says disconnect, send() still works
 
 struct cpy_asgi_request {
     cpy_object_head head;
@@ -289,7 +292,7 @@ static PyObject *cpy_asgi_awaitable_throw(PyObject *self, PyObject *const *args,
         cpy_PyErr_SetString(cpy_exc_type_error(), "throw() takes from 1 to 3 arguments");
         return NULL;
     }
-    if (awaitable->iter != NULL) {
+    if (awaitable->iter != NULL && cpy_asgi_state_of(self) != NULL) {
         PyObject *arguments[4] = {awaitable->iter, args[0], nargs > 1 ? args[1] : NULL, nargs > 2 ? args[2] : NULL};
         PyObject *result = cpy_PyObject_VectorcallMethod(S(cpy_asgi_state_of(self), M_THROW), arguments, (size_t)nargs + 1, NULL);
         if (result == NULL) {
@@ -315,7 +318,8 @@ static PyObject *cpy_asgi_awaitable_throw(PyObject *self, PyObject *const *args,
 static PyObject *cpy_asgi_awaitable_close(PyObject *self, PyObject *unused) {
     (void)unused;
     cpy_asgi_awaitable *awaitable = (cpy_asgi_awaitable *)self;
-    if (awaitable->iter != NULL) {
+    // No state: the interpreter is ending (its types cleared); there is nothing left to close.
+    if (awaitable->iter != NULL && cpy_asgi_state_of(self) != NULL) {
         PyObject *result = cpy_asgi_call_method(cpy_asgi_state_of(self), M_CLOSE, awaitable->iter, NULL);
         if (result == NULL) return NULL;
         cpy_decref(result);
@@ -492,7 +496,7 @@ static PyObject *cpy_asgi_receive_now(cpy_asgi_state *state, cpy_asgi_request *r
         return cpy_asgi_new_message(state, V_WS_CONNECT);
     }
     if (request->inbox != NULL) return cpy_asgi_take_inbox(state, request);
-    if ((request->flags & (F_DISCONNECTED | F_FINISHED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE)) {
+    if ((request->flags & (F_DISCONNECTED | F_FINISHED | F_INPUT_CLOSED)) || (request->kind == R_HTTP && request->state == ST_COMPLETE)) {
         return cpy_asgi_disconnect_message(state, request);
     }
     return NULL;
@@ -914,7 +918,10 @@ static PyObject *cpy_asgi_send(PyObject *self, PyObject *message) {
 
 // MARK: - Request: lifecycle
 
-static void cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
+/// Takes the request out of the active list; returns 1 if it was in it (its reference is then
+/// the caller's to drop).
+static int cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
+    int linked = request->prev != NULL || state->active == request;
     if (request->prev != NULL) {
         request->prev->next = request->next;
     } else if (state->active == request) {
@@ -922,6 +929,7 @@ static void cpy_asgi_unlink(cpy_asgi_state *state, cpy_asgi_request *request) {
     }
     if (request->next != NULL) request->next->prev = request->prev;
     request->prev = request->next = NULL;
+    return linked;
 }
 
 static void cpy_asgi_free_inbox(cpy_asgi_request *request) {
@@ -960,7 +968,8 @@ static PyObject *cpy_asgi_describe(cpy_asgi_state *state, PyObject *error) {
 static void cpy_asgi_finish(cpy_asgi_state *state, cpy_asgi_request *request, PyObject *task, PyObject *error) {
     if (request->flags & F_FINISHED) return;
     request->flags |= F_FINISHED;
-    cpy_asgi_unlink(state, request);
+    // The list's reference is dropped at the end: the request is used until then.
+    int linked = cpy_asgi_unlink(state, request);
     int outcome = CPY_ASGI_COMPLETED;
     PyObject *detail = NULL;
     PyObject *exception = NULL;
@@ -1033,6 +1042,7 @@ static void cpy_asgi_finish(cpy_asgi_state *state, cpy_asgi_request *request, Py
     CLEAR(request->status);
     CLEAR(request->headers);
     CLEAR(request->receivers);
+    if (linked) cpy_decref((PyObject *)request);
 }
 
 /// The task's done callback (when it did not finish as it started).
@@ -1067,13 +1077,15 @@ static int cpy_asgi_request_clear(PyObject *self) {
 static void cpy_asgi_request_dealloc(PyObject *self) {
     cpy_asgi_request *request = (cpy_asgi_request *)self;
     cpy_PyObject_GC_UnTrack(self);
+    // NULL when the interpreter is ending and has cleared the type (a request kept alive by a
+    // traceback or a thread until then): the list of active requests is gone with it.
     cpy_asgi_state *state = cpy_asgi_state_of(self);
     if (!(request->flags & F_FINISHED)) {
         // Its task is gone without ending (the loop was closed under it).
         request->flags |= F_FINISHED;
         cpy_asgi_tell_host(request, CPY_ASGI_CANCELLED, NULL);
     }
-    cpy_asgi_unlink(state, request);
+    if (state != NULL) cpy_asgi_unlink(state, request);
     cpy_asgi_request_clear(self);
     cpy_asgi_free_inbox(request);
     if (request->stream != NULL) {
@@ -1439,6 +1451,7 @@ static void cpy_asgi_start(cpy_asgi_state *state, cpy_asgi_event *event) {
     request->kind = kind;
     request->close_code = 1005;
     request->stream->request = (PyObject *)request;
+    cpy_incref((PyObject *)request);  // the active list's reference
     request->next = state->active;
     if (state->active) state->active->prev = request;
     state->active = request;
@@ -1539,6 +1552,14 @@ static void cpy_asgi_dispatch_one(cpy_asgi_state *state, cpy_asgi_event *event) 
         cpy_asgi_wake(state, request);
         break;
     case CPY_ASGI_DISCONNECT:
+        if (event->flags & CPY_ASGI_INPUT_ONLY) {
+            // A half-closed (or closed: EOF cannot tell) connection: whoever waits in receive()
+            // hears http.disconnect; a response may still go out.
+            request->flags |= F_INPUT_CLOSED;
+            cpy_asgi_event_free(event);
+            cpy_asgi_wake(state, request);
+            break;
+        }
         request->flags |= F_DISCONNECTED;
         request->close_code = (int)event->number;
         CLEAR(request->close_reason);
@@ -1647,13 +1668,50 @@ static PyObject *cpy_asgi_module_serve(PyObject *module, PyObject *lifespan_stat
 static PyObject *cpy_asgi_module_before_select(PyObject *module, PyObject *unused) {
     (void)unused;
     cpy_asgi_state *state = cpy_PyModule_GetState(module);
-    cpy_asgi_event *events = cpy_asgi_begin_wait(state->worker);
+    int nudged = 0;
+    cpy_asgi_event *events = cpy_asgi_begin_wait(state->worker, &nudged);
     if (events != NULL) cpy_asgi_dispatch(state, events);
     const cpy_asgi_host *host = cpy_asgi_host_functions();
     if (host->iteration) host->iteration(state->worker->context);
-    PyObject *result = events != NULL ? cpy_true() : cpy_false();
+    PyObject *result = events != NULL || nudged ? cpy_true() : cpy_false();
     cpy_incref(result);
     return result;
+}
+
+/// The loop's poll when its selector holds nothing but the mailbox (no epoll, no Python
+/// selector): dispatches what waits, flushes (the iteration hook), then sleeps on the mailbox's
+/// condition, for up to `timeout` seconds (None: until something comes), and dispatches that.
+static PyObject *cpy_asgi_module_wait(PyObject *module, PyObject *timeout_object) {
+    cpy_asgi_state *state = cpy_PyModule_GetState(module);
+    double timeout = -1;
+    if (timeout_object != cpy_none()) {
+        timeout = cpy_PyFloat_AsDouble(timeout_object);
+        if (timeout == -1 && cpy_PyErr_Occurred()) return NULL;
+        if (timeout < 0) timeout = 0;
+    }
+    const cpy_asgi_host *host = cpy_asgi_host_functions();
+    cpy_asgi_event *events = cpy_asgi_take(state->worker);
+    if (events != NULL) {
+        cpy_asgi_dispatch(state, events);
+        timeout = 0;
+    }
+    if (host->iteration) host->iteration(state->worker->context);
+    if (timeout == 0) {
+        atomic_fetch_add_explicit(&state->worker->progress, 1, memory_order_acq_rel);
+        return cpy_new_none();
+    }
+    PyThreadState *saved = cpy_PyEval_SaveThread();
+    events = cpy_asgi_wait(state->worker, timeout);
+    cpy_PyEval_RestoreThread(saved);
+    if (events != NULL) cpy_asgi_dispatch(state, events);
+    return cpy_new_none();
+}
+
+/// Wakes the loop from another of its interpreter's threads (its `_write_to_self`).
+static PyObject *cpy_asgi_module_wake(PyObject *module, PyObject *unused) {
+    (void)unused;
+    cpy_asgi_nudge(((cpy_asgi_state *)cpy_PyModule_GetState(module))->worker);
+    return cpy_new_none();
 }
 
 static PyObject *cpy_asgi_module_after_select(PyObject *module, PyObject *unused) {
@@ -1717,8 +1775,7 @@ static PyObject *cpy_asgi_module_detach(PyObject *module, PyObject *unused) {
     cpy_asgi_state *state = cpy_PyModule_GetState(module);
     state->serving = 0;
     while (state->active != NULL) {
-        cpy_asgi_request *request = state->active;
-        cpy_incref((PyObject *)request);
+        cpy_asgi_request *request = state->active;  // the list's reference, now ours
         request->flags |= F_FINISHED;
         cpy_asgi_unlink(state, request);
         cpy_asgi_tell_host(request, CPY_ASGI_CANCELLED, NULL);
@@ -1738,6 +1795,8 @@ static PyMethodDef cpy_asgi_module_methods[] = {
     {"serve", (void *)cpy_asgi_module_serve, CPY_METH_O, NULL},
     {"before_select", (void *)cpy_asgi_module_before_select, CPY_METH_NOARGS, NULL},
     {"after_select", (void *)cpy_asgi_module_after_select, CPY_METH_NOARGS, NULL},
+    {"wait", (void *)cpy_asgi_module_wait, CPY_METH_O, NULL},
+    {"wake", (void *)cpy_asgi_module_wake, CPY_METH_NOARGS, NULL},
     {"report", (void *)cpy_asgi_module_report, CPY_METH_FASTCALL, NULL},
     {"interrupted", (void *)cpy_asgi_module_interrupted, CPY_METH_NOARGS, NULL},
     {"cancel_all", (void *)cpy_asgi_module_cancel_all, CPY_METH_NOARGS, NULL},
@@ -1786,6 +1845,7 @@ static int cpy_asgi_traverse(PyObject *module, int (*visit)(PyObject *, void *),
                            state->future_kwnames, state->on_control, state->format_exception, state->wrap_awaitable,
                            state->interrupt_type, state->server};
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) VISIT(objects[i]);
+    for (cpy_asgi_request *request = state->active; request != NULL; request = request->next) VISIT(request);
     return 0;
 }
 
@@ -1798,6 +1858,12 @@ static int cpy_asgi_clear(PyObject *module) {
                             &state->future_kwnames, &state->on_control, &state->format_exception, &state->wrap_awaitable,
                             &state->interrupt_type, &state->server};
     for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) CLEAR(*objects[i]);
+    // Requests still listed (the interpreter is ending): the list lets go of them.
+    while (state->active != NULL) {
+        cpy_asgi_request *request = state->active;
+        cpy_asgi_unlink(state, request);
+        cpy_decref((PyObject *)request);
+    }
     for (int i = 0; i < STRING_COUNT; i++) CLEAR(state->strings[i]);
     for (int i = 0; i < METHOD_COUNT; i++) CLEAR(state->methods[i]);
     free(state->server_host);

@@ -7,7 +7,7 @@ struct Subinterp: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run Python in parallel on isolated CPython sub-interpreters, each with its own GIL.",
         version: SystemInfo.version,
-        subcommands: [Info.self, Check.self, Run.self, Map.self, Serve.self, Demo.self]
+        subcommands: [Info.self, Check.self, Run.self, Map.self, Serve.self, Demo.self, ServeWorker.self, ServeSupervisor.self]
     )
 }
 

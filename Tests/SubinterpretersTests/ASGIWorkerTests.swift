@@ -98,6 +98,26 @@ import Testing
                 except BaseException as error:
                     EVENTS.put(f"interrupted by {type(error).__module__}.{type(error).__name__}")
                     raise
+            elif path == "/gc":
+                import gc
+                await respond(send, 200, str(gc.collect()).encode())
+            elif path == "/executor":
+                # Finished by another thread: it wakes the loop (call_soon_threadsafe).
+                result = await asyncio.get_running_loop().run_in_executor(None, sum, [1, 2, 3])
+                await respond(send, 200, f"sum {result}".encode())
+            elif path == "/own-socket":
+                # A file descriptor of the app's own: the loop must poll it with the mailbox.
+                import socket
+                loop = asyncio.get_running_loop()
+                a, b = socket.socketpair()
+                a.setblocking(False)
+                b.setblocking(False)
+                EVENTS.put("socket waits")
+                loop.call_later(0.2, b.send, b"from a socket")
+                data = await loop.sock_recv(a, 100)
+                a.close()
+                b.close()
+                await respond(send, 200, data)
             elif path == "/task-receive":
                 # A receive() result given to create_task, as asgiref's await_many_dispatch does.
                 message = await asyncio.get_running_loop().create_task(receive())
@@ -226,6 +246,30 @@ import Testing
         #expect(try await app.nextEvent() == "sent end")
         #expect(try await sink.outcome() == .completed)
         #expect(sink.body == "part0part1part2part3end")
+        await server.shutdown(grace: .seconds(5))
+    }
+
+    /// A request waiting for the connection (back-pressure) or for the client holds nothing
+    /// the event loop knows of: only the worker keeps it. A garbage collection in between must
+    /// not destroy it.
+    @Test func aWaitingRequestSurvivesAGarbageCollection() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        let full = TestHTTPSink { count in count == 1 ? .full : .ready }
+        let streaming = try #require(server.get("/stream", sink: full))
+        try await full.recorder.wait(for: "respond 1 status 200 part0 more")
+        let waiting = TestHTTPSink()
+        let disconnecting = try #require(server.get("/wait-disconnect", sink: waiting))
+        try await waiting.recorder.wait(for: "respond 1 status 200 waiting more")
+        let collector = TestHTTPSink()
+        _ = server.get("/gc", sink: collector)
+        #expect(try await collector.outcome() == .completed)
+        streaming.writable()
+        #expect(try await full.outcome() == .completed)
+        #expect(full.body == "part0part1part2part3end")
+        disconnecting.disconnected()
+        #expect(try await waiting.outcome() == .disconnected)
+        #expect(try await app.nextEvent() == "sent part0")
         await server.shutdown(grace: .seconds(5))
     }
 
@@ -431,6 +475,32 @@ import Testing
         await server.shutdown(grace: .seconds(5))
     }
 
+    @Test func theLoopWakesForItsOwnThreadsAndPollsTheAppsOwnSockets() async throws {
+        let app = try ASGITestApp(Self.httpApp)
+        let server = try await app.start(app.configuration(workers: 1))
+        // Without a file descriptor of the app's own, the loop sleeps on the mailbox: a thread
+        // that finishes work for it must wake it.
+        for _ in 0..<20 {
+            let sink = TestHTTPSink()
+            _ = server.get("/executor", sink: sink)
+            #expect(try await sink.outcome(timeout: .seconds(10)) == .completed)
+            #expect(sink.body == "sum 6")
+        }
+        // With one (a socket the app waits on), it polls, and new requests still wake it.
+        let socket = TestHTTPSink()
+        _ = server.get("/own-socket", sink: socket)
+        #expect(try await app.nextEvent() == "socket waits")
+        let meanwhile = TestHTTPSink()
+        _ = server.get("/hello", sink: meanwhile)
+        #expect(try await meanwhile.outcome(timeout: .seconds(10)) == .completed)
+        let executor = TestHTTPSink()
+        _ = server.get("/executor", sink: executor)
+        #expect(try await executor.outcome(timeout: .seconds(10)) == .completed)
+        #expect(try await socket.outcome(timeout: .seconds(10)) == .completed)
+        #expect(socket.body == "from a socket")
+        await server.shutdown(grace: .seconds(5))
+    }
+
     @Test func theWorkerLetsGoOfEveryRequest() async throws {
         let app = try ASGITestApp(Self.httpApp)
         let server = try await app.start(app.configuration(workers: 1))
@@ -484,16 +554,17 @@ import Testing
         configuration.stopLimit = .milliseconds(500)
         let server = try await app.start(configuration)
         let sink = TestHTTPSink()
-        _ = server.get("/block?5", sink: sink)
+        _ = server.get("/block?30", sink: sink)
         #expect(try await app.nextEvent() == "blocking")
-        // time.sleep is not Python bytecode: no interrupt ends it, and still the server stops.
+        // time.sleep is not Python bytecode: no interrupt ends it, and still the server stops,
+        // long before the sleep would (the bound leaves room for a busy machine).
         let stopped = Recorder()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 await server.shutdown(grace: .milliseconds(100))
                 stopped.append("stopped")
             }
-            try await stopped.wait(for: "stopped", timeout: .seconds(4))
+            try await stopped.wait(for: "stopped", timeout: .seconds(20))
             try await group.waitForAll()
         }
         #expect(try await sink.outcome() == .failed(status: 503))

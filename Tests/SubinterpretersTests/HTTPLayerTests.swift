@@ -407,6 +407,111 @@ final class ReadCounter: ChannelOutboundHandler {
         #expect(take() == .some(.none))
     }
 
+    @Test func aBatchedResponseIsNeverOvertakenByItsOwnFailure() throws {
+        let harness = try Harness()
+        try harness.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let batch = HTTPSendBatch()
+        // The head and a first chunk wait in the batch; the app then fails (a 500 if no head
+        // went out, else the connection closes). The failure must come after the batch.
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "partial"), batch: batch)
+        exchange.fail(status: 500, reason: "Internal Server Error")
+        #expect(try harness.written() == "")
+        batch.flush()
+        let written = try harness.written()
+        #expect(written.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(written)")
+        #expect(written.hasSuffix("7\r\npartial\r\n"), "\(written)")
+        #expect(!written.contains("500"))
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test func sendsInABatchGoOutTogetherInOrder() throws {
+        let harness = try Harness()
+        try harness.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let batch = HTTPSendBatch()
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "a"), batch: batch)
+        exchange.send(body: ByteBuffer(string: "b"), batch: batch)
+        exchange.send(body: ByteBuffer(string: "c"), end: true, batch: batch)
+        #expect(try harness.written() == "")
+        batch.flush()
+        #expect(try harness.written().hasSuffix("1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"))
+    }
+
+    @Test func expectContinueForAStreamedBodyWaitsUntilTheBodyIsAskedFor() throws {
+        let harness = try Harness(delivery: .stream)
+        try harness.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        #expect(harness.app.count == 1)
+        #expect(try harness.written() == "")
+        let stream = try #require(harness.app.request(0).bodyStream)
+        let got = Mutex<(ByteBuffer, Bool)?>(nil)
+        stream.readAvailable().whenSuccess { piece in got.withLock { $0 = piece } }
+        #expect(try harness.written() == "HTTP/1.1 100 Continue\r\n\r\n")
+        // The piece and the end that arrive together are given together.
+        try harness.send("hello")
+        let taken = try #require(got.withLock { $0 })
+        #expect(String(buffer: taken.0) == "hello" && taken.1)
+
+        // An app that answers without asking for the body: no 100, and the connection closes.
+        let refusing = try Harness(delivery: .stream)
+        try refusing.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        refusing.app.exchange(0).send(head: Self.okHead(), body: ByteBuffer(string: "no"), end: true)
+        let written = try refusing.written()
+        #expect(written.hasPrefix("HTTP/1.1 200 OK\r\n") && written.contains("Connection: close"), "\(written)")
+    }
+
+    @Test func aClientThatStopsSendingIsToldToTheAppWhileItsResponseStillGoesOut() throws {
+        let harness = try Harness()
+        try harness.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        let exchange = harness.app.exchange(0)
+        let told = Mutex(0)
+        exchange.onInputClosed { told.withLock { $0 += 1 } }
+        harness.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        harness.channel.embeddedEventLoop.run()
+        #expect(told.withLock { $0 } == 1)
+        #expect(!exchange.isClosed)
+        exchange.send(head: Self.okHead(), body: ByteBuffer(string: "still"), end: true)
+        #expect(try harness.written().hasSuffix("still"))
+    }
+
+    /// What a close callback holds (an ASGI request, which holds its exchange in turn) is let go
+    /// once the response is written, or the connection switched protocols: no cycle is left.
+    @Test func anExchangeLetsGoOfItsCallbacksOnceItsResponseIsDone() throws {
+        /// Like an ASGI request: its close callback holds it, and it holds the exchange.
+        final class Holder: Sendable {
+            let exchange: HTTPExchange
+            init(_ exchange: HTTPExchange) { self.exchange = exchange }
+        }
+        final class Weak: @unchecked Sendable {
+            // Only read after the callbacks ran or were dropped, on this test's thread.
+            weak var holder: Holder?
+        }
+        for upgrade in [false, true] {
+            let harness = try Harness()
+            try harness.send(upgrade ? "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n" : "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            let weak = Weak()
+            do {
+                let exchange = harness.app.exchange(0)
+                let holder = Holder(exchange)
+                weak.holder = holder
+                exchange.onClose { _ = holder }
+                exchange.onInputClosed { _ = holder }
+                if upgrade {
+                    var head = HTTPResponseHead.server(status: 101, reason: "Switching Protocols")
+                    try head.add(name: "Upgrade", value: "echo")
+                    _ = exchange.upgrade(head: head) { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+                    }
+                } else {
+                    exchange.send(head: Self.okHead(), body: ByteBuffer(string: "done"), end: true)
+                }
+                _ = try harness.written()
+            }
+            harness.app.received.withLock { $0.removeAll() }
+            #expect(weak.holder == nil, upgrade ? "after an upgrade" : "after a response")
+        }
+    }
+
     @Test func anUpgradeHandsTheConnectionToAnotherProtocol() throws {
         let harness = try Harness()
         try harness.send("GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly bytes")

@@ -5,41 +5,71 @@ import Testing
 
 /// Tests that load the CPUs or measure memory; serialized so they do not disturb each other.
 @Suite(.serialized) struct HeavyTests {
-    /// Two interpreters run pure Python at the same moment, not taking turns. Each counts up in
-    /// its own slot of a shared buffer and counts how often it sees the other's slot change
-    /// between two of its own steps. Taking turns under one GIL (a switch every 5 ms) would give
-    /// one such observation per switch: 20,000 would take 100 s. Running in parallel gives one
-    /// on almost every step. No timing is asserted; a busy machine only makes it take longer.
+    /// Two interpreters take turns through one byte of shared memory, each spinning on pure
+    /// Python until its turn comes, with a switch interval of an hour. Each holds its GIL
+    /// throughout, so the other can take its turn only if it has a GIL of its own: with one GIL
+    /// for both, the spinning side would never hand it over and the turns would stop. This asks
+    /// for no share of the CPU, so tests loading the machine at the same time cannot make it
+    /// fail. (Two workers of kind `.main`, which share the main interpreter's GIL, stall after
+    /// the first turn here; that control is not a test, since it would hold the main
+    /// interpreter's GIL from tests running beside it.)
     @Test func cpuBoundCodeRunsInParallel() async throws {
         let interpreters = [try await Interpreter(), try await Interpreter()]
-        let spin = """
-            import time
-            def spin(buffer, me, other, target, limit):
-                slots = buffer.view.cast("Q")        # counts of both, then a done flag of each
-                seen, last, steps = 0, slots[other], 0
-                deadline = time.monotonic() + limit
-                while not (seen >= target and slots[2 + other]):
-                    slots[me] += 1
-                    now = slots[other]
-                    if now != last:
-                        seen += 1
-                        last = now
-                    if seen >= target:
-                        slots[2 + me] = 1
-                    steps += 1
-                    if steps % 4096 == 0 and time.monotonic() > deadline:
-                        break                        # a failure bound, not part of the measure
-                slots[2 + me] = 1
-                return seen
-            """
-        for interpreter in interpreters { try await interpreter.exec(spin) }
-        let buffer = SharedBuffer(size: 32)
-        let target = 20_000
-        async let a = interpreters[0].call("spin", .buffer(buffer), 0, 1, PythonValue(target), 60)
-        async let b = interpreters[1].call("spin", .buffer(buffer), 1, 0, PythonValue(target), 60)
-        let seen = try await [a, b].map { $0.intValue ?? 0 }
-        #expect(seen.allSatisfy { $0 >= target }, "each saw the other move \(seen) times; taking turns cannot reach \(target)")
+        let done = try await takeTurns(interpreters, turns: 200, failAfter: 60)
+        #expect(done == [200, 200], "the interpreters stopped taking turns: their Python code does not run at the same time")
         for interpreter in interpreters { await interpreter.close() }
+    }
+
+    /// Runs `turns` alternating turns per side in `interpreters[0]` and `[1]` at once and returns
+    /// how many each took; a side gives up `failAfter` seconds after its start (a bound for
+    /// failing, not a measurement).
+    private func takeTurns(_ interpreters: [Interpreter], turns: Int, failAfter: Int) async throws -> [Int] {
+        let buffer = try await interpreters[0].eval("__import__('subinterp').SharedBuffer(1)")
+        let code = """
+            import sys, time
+
+            def take_turns(me, turns, fail_after):
+                view = memoryview(buf)
+                interval = sys.getswitchinterval()
+                sys.setswitchinterval(3600)
+                try:
+                    deadline = time.monotonic() + fail_after
+                    done = 0
+                    while done < turns:
+                        if view[0] % 2 == me:
+                            view[0] = (view[0] + 1) % 256
+                            done += 1
+                        elif time.monotonic() > deadline:
+                            break
+                    return done
+                finally:
+                    sys.setswitchinterval(interval)
+            """
+        for interpreter in interpreters {
+            try await interpreter.prepareMain(["buf": buffer])
+            try await interpreter.exec(code)
+        }
+        async let first = interpreters[0].call("take_turns", 0, PythonValue(turns), PythonValue(failAfter))
+        async let second = interpreters[1].call("take_turns", 1, PythonValue(turns), PythonValue(failAfter))
+        return try await [first, second].map { $0.intValue ?? -1 }
+    }
+
+    /// `--interface auto` imports the app once to tell WSGI from ASGI. CPython keeps most of an
+    /// ended isolated interpreter's memory, so doing that in a throwaway interpreter would leave
+    /// the server a worker's worth of memory bigger than naming the interface does.
+    @Test func tellingTheInterfaceCostsTheServerNoMemory() throws {
+        func rss(_ arguments: [String]) throws -> Int {
+            let server = try LiveServer(["--workers", "1"] + arguments, app: "liveasgi:app")
+            defer { server.stop() }
+            // The app imports enough that a leaked copy would show.
+            #expect(try RawHTTP.get(server.port, "/")?.status == 200)
+            let status = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) << 10
+        }
+        let named = try rss(["--interface", "asgi"])
+        let detected = try rss([])
+        #expect(detected < named + (3 << 20), "auto: \(detected >> 20) MiB, --interface asgi: \(named >> 20) MiB")
     }
 
     /// 1,000 create/use/close cycles without a crash, and the host adds no leak of its own.

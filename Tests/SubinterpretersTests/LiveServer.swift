@@ -152,11 +152,19 @@ final class LiveServer {
         """#
 
     /// Starts `subinterp serve APP` with `arguments`; `environment` is added to the process's
-    /// (the server reads every flag from a `SUBINTERP_*` variable too).
-    init(_ arguments: [String] = [], app: String = "liveapp:app", environment: [String: String] = [:]) throws {
+    /// (the server reads every flag from a `SUBINTERP_*` variable too). `files` are written into
+    /// the app's directory first (name: contents). `ready` is the readiness line to wait for.
+    init(
+        _ arguments: [String] = [], app: String = "liveapp:app", environment: [String: String] = [:], files: [String: String] = [:],
+        ready: String = "subinterp: serving"
+    ) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for (name, contents) in files {
+            try contents.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
         try Self.app.write(to: directory.appendingPathComponent("liveapp.py"), atomically: true, encoding: .utf8)
+        try LiveASGIApp.source.write(to: directory.appendingPathComponent("liveasgi.py"), atomically: true, encoding: .utf8)
         try "1".write(to: directory.appendingPathComponent("version.txt"), atomically: true, encoding: .utf8)
         stderrFile = directory.appendingPathComponent("stderr")
         stdoutFile = directory.appendingPathComponent("stdout")
@@ -169,13 +177,23 @@ final class LiveServer {
         process.standardOutput = try FileHandle(forWritingTo: stdoutFile)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
-        guard let line = waitForLine(containing: "subinterp: serving", timeout: 60),
+        guard let line = waitForLine(containing: ready, timeout: 60),
             let range = line.range(of: "http://127.0.0.1:"), let port = Int(line[range.upperBound...].prefix { $0.isNumber })
         else {
             stop()
             throw SubinterpreterError(.runtimeFailed, "the server did not start: \(stderr)")
         }
         self.port = port
+    }
+
+    /// A fresh directory with the live apps in it (for a server started another way).
+    static func writeApps() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-apps-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try app.write(to: directory.appendingPathComponent("liveapp.py"), atomically: true, encoding: .utf8)
+        try LiveASGIApp.source.write(to: directory.appendingPathComponent("liveasgi.py"), atomically: true, encoding: .utf8)
+        try "1".write(to: directory.appendingPathComponent("version.txt"), atomically: true, encoding: .utf8)
+        return directory.path
     }
 
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }

@@ -179,13 +179,87 @@ import Darwin
 
     // MARK: An app that cannot run in a sub-interpreter
 
-    @Test func incompatibleAppFailsAtStartupNamingTheModule() throws {
-        let result = try ServedApp.runUntilExit("incompatible_app:app")
+    /// Issue 10, item 2: under `--isolation auto` (the default) one warning names the module,
+    /// and the app serves in as many worker processes as workers were asked for.
+    @Test func incompatibleAppServesInWorkerProcessesUnderAuto() throws {
+        let server = try ServedApp.start("incompatible_app:app", workers: 2)
+        defer { server.kill() }
+        let response = try HTTPClient.get(port: server.port, "/?n=10")
+        #expect(response.status == 200, "\(response)")
+        let object = try response.jsonObject() as? [String: Any]
+        #expect(object?["sum"] as? Int == 45 && object?["mean"] as? Double == 4.5, "\(response)")
+        let log = server.stderr
+        let warnings = log.split(separator: "\n").filter { $0.contains("warning") }
+        #expect(warnings.count == 1, "\(log)")
+        #expect(
+            warnings.first?.hasPrefix(
+                "subinterp: warning: incompatible_app:app cannot run in a sub-interpreter (extension module 'numpy._core._multiarray_umath'")
+                == true, "\(log)")
+        #expect(log.contains("with 2 worker processes (WSGI, one request at a time each)"), "\(log)")
+        // Each worker process runs the app in its main interpreter: requests at once use both.
+        let pids = Mutex<Set<Int>>([])
+        let port = server.port
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            if let object = try? HTTPClient.get(port: port, "/?n=2000000").jsonObject() as? [String: Any], let pid = object["pid"] as? Int {
+                pids.withLock { _ = $0.insert(pid) }
+            }
+        }
+        #expect(pids.withLock { $0.count } == 2)
+        try server.expectCleanStop()
+    }
+
+    @Test func incompatibleAppUnderAutoFallsBackInTheSupervisorToo() throws {
+        let server = try ServedApp.start("incompatible_app:app", workers: 1, extra: ["--processes", "2"])
+        defer { server.kill() }
+        #expect(try HTTPClient.get(port: server.port, "/?n=4").status == 200)
+        let log = server.stderr
+        #expect(log.split(separator: "\n").filter { $0.contains("cannot run in a sub-interpreter") }.count == 1, "\(log)")
+        #expect(log.contains("with 2 worker processes (WSGI"), "\(log)")
+        try server.expectCleanStop()
+    }
+
+    @Test func incompatibleAppFailsAtStartupNamingTheModuleUnderInterpreterIsolation() throws {
+        let result = try ServedApp.runUntilExit("incompatible_app:app", extra: ["--isolation", "interpreters"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("numpy._core._multiarray_umath"), "\(result.stderr)")
         #expect(result.stderr.contains("subinterp check"), "\(result.stderr)")
         #expect(!result.stderr.contains("subinterp: serving"), "\(result.stderr)")
         #expect(!result.stderr.contains("Fatal"), "\(result.stderr)")
+    }
+
+    /// FastAPI needs pydantic-core, which refuses sub-interpreters: an ASGI app in processes
+    /// isolation runs its event loop in each worker process's main interpreter.
+    @Test func fastAPIServesInWorkerProcesses() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-fastapi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try """
+            from fastapi import FastAPI
+            from pydantic import BaseModel
+
+            app = FastAPI()
+
+            class Item(BaseModel):
+                name: str
+                price: float
+
+            @app.post("/items")
+            async def create(item: Item):
+                return {"name": item.name, "total": item.price * 2}
+            """.write(to: directory.appendingPathComponent("fastapi_app.py"), atomically: true, encoding: .utf8)
+        let server = try ServedApp.start("fastapi_app:app", workers: 2, extra: ["--chdir", directory.path, "--isolation", "processes"])
+        defer { server.kill() }
+        let created = try HTTPClient.request(
+            port: server.port, method: "POST", "/items", headers: [("Content-Type", "application/json")],
+            body: Array(#"{"name": "pen", "price": 1.25}"#.utf8))
+        #expect(created.status == 200, "\(created)")
+        let object = try created.jsonObject() as? [String: Any]
+        #expect(object?["name"] as? String == "pen" && object?["total"] as? Double == 2.5, "\(created)")
+        let invalid = try HTTPClient.request(
+            port: server.port, method: "POST", "/items", headers: [("Content-Type", "application/json")], body: Array(#"{"name": 1}"#.utf8))
+        #expect(invalid.status == 422, "\(invalid)")
+        #expect(server.stderr.contains("with 2 worker processes (ASGI, one event loop each)"), "\(server.stderr)")
+        try server.expectCleanStop()
     }
 }
 
@@ -209,9 +283,12 @@ final class ServedApp {
     static let startupLimit: TimeInterval = 60
     static let stopLimit: TimeInterval = 30
 
-    static var examples: String {
+    static var examples: String { examples("wsgi") }
+
+    /// `Examples/KIND` (wsgi, asgi).
+    static func examples(_ kind: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Examples/wsgi").path
+            .appendingPathComponent("Examples/\(kind)").path
     }
 
     /// The test venv's python: `$SUBINTERP_TEST_VENV`, else made (once) by scripts/test-venv, so
@@ -253,7 +330,7 @@ final class ServedApp {
         self.directory = directory
     }
 
-    private static func launch(_ app: String, workers: Int, extra: [String]) throws -> (Process, URL) {
+    private static func launch(_ app: String, workers: Int, extra: [String], examples: String = examples) throws -> (Process, URL) {
         let python = try venvPython()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -277,8 +354,8 @@ final class ServedApp {
     }
 
     /// Starts the server and waits for its readiness line.
-    static func start(_ app: String, workers: Int = 2, extra: [String] = []) throws -> ServedApp {
-        let (process, directory) = try launch(app, workers: workers, extra: extra)
+    static func start(_ app: String, workers: Int = 2, extra: [String] = [], examples: String = examples) throws -> ServedApp {
+        let (process, directory) = try launch(app, workers: workers, extra: extra, examples: examples)
         let deadline = Date().addingTimeInterval(startupLimit)
         let pattern = try Regex(#"subinterp: serving \S+ on http://127\.0\.0\.1:(\d+)"#)
         while true {
@@ -300,8 +377,10 @@ final class ServedApp {
     }
 
     /// Runs a server that is expected to fail at startup; kills it if it is still up after the startup limit.
-    static func runUntilExit(_ app: String, workers: Int = 2) throws -> (status: Int32, stderr: String) {
-        let (process, directory) = try launch(app, workers: workers, extra: [])
+    static func runUntilExit(
+        _ app: String, workers: Int = 2, extra: [String] = [], examples: String = examples
+    ) throws -> (status: Int32, stderr: String) {
+        let (process, directory) = try launch(app, workers: workers, extra: extra, examples: examples)
         defer { try? FileManager.default.removeItem(at: directory) }
         let deadline = Date().addingTimeInterval(startupLimit)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

@@ -10,7 +10,12 @@ import sys
 
 
 def install(source, core):
-    """`source`: the package's directory (str), or {module name: (source, is_package)}."""
+    """`source`: the package's directory (str), or {module name: (source, is_package)}.
+
+    Once per interpreter: the host's workers of kind main all enter the process's main
+    interpreter and run this each time, and one finder serves them all."""
+    if any(type(finder).__module__ == __name__ for finder in sys.meta_path):
+        return
     if isinstance(source, str):
         finder = _DirectoryFinder(source)
     else:

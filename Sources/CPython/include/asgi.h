@@ -44,6 +44,8 @@ typedef struct cpy_asgi_stream cpy_asgi_stream;
 
 // Event flags.
 #define CPY_ASGI_MORE 1        // more body follows (CPY_ASGI_HTTP, CPY_ASGI_BODY)
+#define CPY_ASGI_INPUT_ONLY 2  // CPY_ASGI_DISCONNECT of a request: the client stopped sending (EOF);
+                               // receive() gives http.disconnect, but the app may still answer
 
 // Messages, worker → host (`cpy_asgi_message.kind`).
 #define CPY_ASGI_RESPONSE 1    // response bytes: the head (status != 0) and/or body bytes

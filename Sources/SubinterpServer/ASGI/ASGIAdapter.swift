@@ -75,13 +75,22 @@ async def _asgi_await(awaitable):
 
 class _MailboxSelector(_selectors.DefaultSelector):
     """The loop's selector: takes the host's events before and after every poll. The mailbox's
-    eventfd is registered with (None, None) as its data, which asyncio's loop skips."""
+    eventfd is registered with (None, None) as its data, which asyncio's loop skips.
+
+    While the mailbox (and the loop's own self-pipe, which `_asgi.wake` stands in for) is all
+    it watches, as for an app whose I/O is all the server's, it polls nothing: `_asgi.wait`
+    sleeps on the mailbox's condition instead. Once the app registers a file descriptor of
+    its own (a database connection), it polls them with the mailbox's eventfd among them."""
 
     def __init__(self, fd):
         super().__init__()
         super().register(fd, _selectors.EVENT_READ, (None, None))
+        self._host_fds = {fd}
 
     def select(self, timeout=None):
+        if self._fd_to_key.keys() <= self._host_fds:
+            _asgi.wait(timeout)
+            return []
         if _asgi.before_select():
             timeout = 0
         try:
@@ -108,6 +117,9 @@ class _Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
             await self.app(scope, self.receive, self.send)
+        except _asyncio.CancelledError:
+            # Only a loop that is going away cancels lifespan: not a sign the app lacks it.
+            raise
         except BaseException as error:
             self.error = error
             if self.startup_failed is not None or self.shutdown_failed is not None:
@@ -194,7 +206,12 @@ def _asgi_run():
             stop.set_result(None)
 
     try:
-        loop = _asyncio.SelectorEventLoop(_MailboxSelector(_asgi.mailbox_fd()))
+        selector = _MailboxSelector(_asgi.mailbox_fd())
+        loop = _asyncio.SelectorEventLoop(selector)
+        # call_soon_threadsafe wakes the loop through the mailbox (however it sleeps), not
+        # through its self-pipe, which then never needs polling.
+        selector._host_fds.add(loop._ssock.fileno())
+        loop._write_to_self = _asgi.wake
     except BaseException as error:
         _asgi.report(_REPORT_STARTUP_FAILED, f"could not start the event loop: {type(error).__name__}: {error}")
         return
@@ -220,6 +237,16 @@ def _asgi_run():
                          f"{type(error).__name__}: {error}")
     finally:
         _asgi.detach()
+        # A loop that ended abnormally (an app's sys.exit()) leaves tasks behind: cancel them
+        # while the loop can still run, rather than have them destroyed pending with the interpreter.
+        try:
+            pending = [task for task in _asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(_asyncio.gather(*pending, return_exceptions=True))
+        except BaseException:
+            pass
         for cleanup in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
             try:
                 loop.run_until_complete(cleanup())
@@ -227,6 +254,14 @@ def _asgi_run():
                 pass
         loop.close()
         _asyncio.set_event_loop(None)
+        # threading keeps a dummy Thread for this thread (it was not started by threading) and
+        # forgets it when the thread's state is deleted, after the interpreter has torn its
+        # globals down, which prints an ignored TypeError (CPython 3.13). Forget it now.
+        try:
+            import threading
+            del threading._thread_local_info._track_dummy_thread_ref
+        except (AttributeError, ImportError):
+            pass
 """#
     }
 

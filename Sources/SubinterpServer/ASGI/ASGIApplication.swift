@@ -4,7 +4,7 @@ import Subinterpreters
 import Synchronization
 
 /// `--lifespan`: whether the app gets ASGI lifespan events, as uvicorn has it.
-package enum ASGILifespanMode: String, Sendable, CaseIterable {
+public enum ASGILifespanMode: String, Sendable, CaseIterable {
     /// Send them; an app that raises on them does not use lifespan (logged at info).
     case auto
     /// Send them; an app that raises on them fails startup.
@@ -26,6 +26,9 @@ struct ASGIConfiguration: Sendable {
     var timeout: Duration? = .seconds(30)
     /// `--limit-concurrency`: requests and WebSocket connections beyond this many get 503.
     var limitConcurrency: Int?
+    /// `--max-requests`: a worker that has started this many requests and WebSocket connections
+    /// is replaced by a fresh interpreter (it finishes what it runs first).
+    var maxRequests: Int?
     /// Code that keeps its loop from acting on a cancellation (a deadline, the shutdown) for
     /// this long is interrupted.
     var cancelGrace: Duration = .seconds(1)
@@ -41,6 +44,9 @@ struct ASGIConfiguration: Sendable {
     /// Called on a worker's thread each time its loop is about to poll (or sleep), with the
     /// worker's index: where the HTTP layer flushes the writes that loop iteration queued.
     var onLoopIteration: (@Sendable (Int) -> Void)?
+    /// Where the workers' loops run: isolated interpreters, or this process's main interpreter
+    /// (a worker process of `--isolation processes`).
+    var interpreterKind = InterpreterKind.isolated
 }
 
 /// Requests in flight across every worker: the concurrency limit, and draining at shutdown.
@@ -101,14 +107,38 @@ final class ASGILoad: Sendable {
 /// // the sink gets respond(...) calls, then finished(...)
 /// await app.shutdown(grace: .seconds(30))
 /// ```
+///
+/// Each worker has a slot. A worker is replaced in its slot by a fresh interpreter after
+/// `maxRequests`, or when its loop ends on its own (the app stopped it, or it failed): the old
+/// one serves until the fresh one has loaded the app and run lifespan startup, then takes no
+/// new request, finishes what it runs, and ends.
 final class ASGIApplication: Sendable {
     let configuration: ASGIConfiguration
-    let workers: [ASGIWorker]
     let load: ASGILoad
     let logger: Logger
+    private let runtime: PythonRuntime
     private let watchdog: ASGIWatchdog
     private let accepting = Atomic<Bool>(true)
     private let nextID = Atomic<UInt64>(1)
+
+    private struct Workers {
+        /// The worker that takes new requests, per slot.
+        var slots: [ASGIWorker]
+        /// Replaced workers finishing what they run.
+        var retiring: [ASGIWorker] = []
+        /// Slots whose fresh worker is starting.
+        var replacing: Set<Int> = []
+        /// Replacements in progress; awaited at shutdown.
+        var tasks: [Int: Task<Void, Never>] = [:]
+        var nextTask = 0
+        var stopping = false
+
+        var live: [ASGIWorker] { slots + retiring }
+    }
+    private let state: Mutex<Workers>
+
+    /// The workers that take new requests (one per slot).
+    var workers: [ASGIWorker] { state.withLock { $0.slots } }
 
     /// Starts the workers; each loads the app and runs lifespan startup. Fails (and ends the
     /// workers already started) if any worker cannot.
@@ -119,20 +149,27 @@ final class ASGIApplication: Sendable {
         if let limit = configuration.limitConcurrency, limit < 1 {
             throw SubinterpreterError(.invalidArgument, "--limit-concurrency must be at least 1")
         }
+        if let limit = configuration.maxRequests, limit < 1 {
+            throw SubinterpreterError(.invalidArgument, "--max-requests must be at least 1")
+        }
         self.configuration = configuration
         self.logger = logger
+        self.runtime = runtime
         let load = ASGILoad(limit: configuration.limitConcurrency)
         self.load = load
         let holdLimit = configuration.effectiveLoopHoldLimit
         let tick = min(Duration.milliseconds(100), configuration.cancelGrace / 2, holdLimit / 4, (configuration.timeout ?? .seconds(1)) / 4)
         let watchdog = ASGIWatchdog(tick: max(tick, .milliseconds(5)), cancelGrace: configuration.cancelGrace, holdLimit: holdLimit)
         self.watchdog = watchdog
+        // Filled once the workers have started: until then no worker can report to it.
+        let ended = ASGIWorkerEnded()
         let results = await withTaskGroup(of: (Int, Result<ASGIWorker, any Error>).self) { group in
             for index in 0..<configuration.workers {
                 group.addTask {
                     do {
                         return (index, .success(try await ASGIWorker.start(
-                            index: index, configuration: configuration, runtime: runtime, logger: logger, load: load, watchdog: watchdog)))
+                            index: index, configuration: configuration, runtime: runtime, logger: logger, load: load, watchdog: watchdog,
+                            onLoopEnded: ended.report)))
                     } catch {
                         return (index, .failure(error))
                     }
@@ -156,14 +193,27 @@ final class ASGIApplication: Sendable {
             }
             watchdog.stop()
             if let error = error as? SubinterpreterError, error.code == .pythonException || error.code == .incompatibleExtensionModule {
-                throw SubinterpreterError(
-                    error.code, "could not load \(configuration.app): \(error.pythonException?.description ?? error.message)",
-                    pythonException: error.pythonException, moduleName: error.moduleName)
+                throw ASGIApplication.loadError(app: configuration.app, error)
             }
             throw error
         }
-        workers = started
+        state = Mutex(Workers(slots: started))
         watchdog.watch(started)
+        ended.connect(self)
+    }
+
+    /// The one-line error for an app that does not load (its traceback stays in the error).
+    static func loadError(app: String, _ error: SubinterpreterError) -> SubinterpreterError {
+        if error.code == .incompatibleExtensionModule, let module = error.moduleName {
+            return SubinterpreterError(
+                .incompatibleExtensionModule,
+                "\(app) cannot run in a sub-interpreter: extension module '\(module)' does not support loading in subinterpreters "
+                    + "(it needs multi-phase init and per-interpreter GIL support). Check your imports with `subinterp check`.",
+                pythonException: error.pythonException, moduleName: module)
+        }
+        return SubinterpreterError(
+            error.code, "could not load \(app): \(error.pythonException?.description ?? error.message)",
+            pythonException: error.pythonException, moduleName: error.moduleName)
     }
 
     /// Starts an HTTP request on the least busy worker. `body` is what arrived with the head
@@ -199,6 +249,10 @@ final class ASGIApplication: Sendable {
         let exchange = ASGIExchange(
             id: nextID.add(1, ordering: .relaxed).oldValue, sink: sink, worker: worker, target: head.target, deadline: deadline,
             stream: ASGIExchange.Stream(pointer: stream))
+        switch sink {
+        case .http(let sink): sink.started(exchange)
+        case .webSocket(let sink): sink.started(exchange)
+        }
         worker.begin(exchange)
         let posted = head.bytes.withUnsafeBytes { encoded in
             worker.mailbox.post(
@@ -206,21 +260,94 @@ final class ASGIApplication: Sendable {
                 head: encoded, payload: body)
         }
         if !posted { exchange.end(.failed(status: 503)) }
+        if let limit = configuration.maxRequests, worker.served.add(1, ordering: .relaxed).newValue == limit {
+            replace(worker, reason: "it started \(limit) requests (--max-requests)")
+        }
         return posted ? exchange : nil
     }
 
     private func leastBusyWorker() -> ASGIWorker? {
-        var best: ASGIWorker?
-        var bestLoad = Int.max
-        for worker in workers where worker.isServing {
-            let load = worker.active.load(ordering: .relaxed)
-            if load < bestLoad {
-                best = worker
-                bestLoad = load
+        state.withLock { state in
+            var best: ASGIWorker?
+            var bestLoad = Int.max
+            for worker in state.slots where worker.isServing {
+                let load = worker.active.load(ordering: .relaxed)
+                if load < bestLoad {
+                    best = worker
+                    bestLoad = load
+                }
+            }
+            return best
+        }
+    }
+
+    // MARK: - Replacing workers
+
+    /// Starts a fresh worker for `old`'s slot; `old` serves until it is ready, then finishes
+    /// what it runs and ends. Nothing happens if `old` has left its slot or is being replaced.
+    func replace(_ old: ASGIWorker, reason: String) {
+        let begin = state.withLock { state -> Bool in
+            guard !state.stopping, state.slots.indices.contains(old.index), state.slots[old.index] === old,
+                !state.replacing.contains(old.index)
+            else { return false }
+            state.replacing.insert(old.index)
+            return true
+        }
+        guard begin else { return }
+        logger.info("replacing a worker with a fresh interpreter", metadata: ["worker": "\(old.index)", "reason": "\(reason)"])
+        // Tracked and awaited by `shutdown`: a replacement outlives the request that asked for it.
+        state.withLock { state in
+            let id = state.nextTask
+            state.nextTask += 1
+            state.tasks[id] = Task {
+                await self.runReplacement(of: old)
+                _ = self.state.withLock { $0.tasks.removeValue(forKey: id) }
             }
         }
-        return best
     }
+
+    private func runReplacement(of old: ASGIWorker) async {
+        var delay = Duration.milliseconds(500)
+        while !Task.isCancelled {
+            let fresh: ASGIWorker
+            do {
+                fresh = try await ASGIWorker.start(
+                    index: old.index, configuration: configuration, runtime: runtime, logger: logger, load: load, watchdog: watchdog,
+                    onLoopEnded: { [weak self] worker in self?.replace(worker, reason: "its event loop ended") })
+            } catch {
+                logger.error(
+                    "could not start a fresh worker; the old one stays in its place, trying again in \(delay)",
+                    metadata: ["worker": "\(old.index)", "error": "\((error as? SubinterpreterError)?.message ?? "\(error)")"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+                continue
+            }
+            let installed = state.withLock { state -> Bool in
+                state.replacing.remove(old.index)
+                guard !state.stopping else { return false }
+                state.slots[old.index] = fresh
+                state.retiring.append(old)
+                return true
+            }
+            guard installed else {
+                await fresh.stop(limit: configuration.stopLimit)
+                return
+            }
+            watchdog.watch(state.withLock { $0.live })
+            // What the old worker runs finishes there; at shutdown, `shutdown` ends it instead.
+            guard await old.drained() else { return }
+            await old.stop(limit: configuration.stopLimit)
+            let live = state.withLock { state -> [ASGIWorker] in
+                state.retiring.removeAll { $0 === old }
+                return state.live
+            }
+            watchdog.watch(live)
+            return
+        }
+        _ = state.withLock { $0.replacing.remove(old.index) }
+    }
+
+    // MARK: - Shutdown
 
     /// Stops taking requests, lets those in flight finish for up to `grace` (the rest get 503
     /// and their tasks are cancelled), runs lifespan shutdown in every worker, and ends them.
@@ -233,13 +360,38 @@ final class ASGIApplication: Sendable {
             await group.next()
             group.cancelAll()
         }
-        for worker in workers {
+        let tasks = state.withLock { state -> [Task<Void, Never>] in
+            state.stopping = true
+            return Array(state.tasks.values)
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+        let live = state.withLock { $0.live }
+        for worker in live {
             for exchange in worker.runningExchanges { exchange.abandon(status: 503) }
         }
         await withTaskGroup(of: Void.self) { group in
             let limit = configuration.stopLimit
-            for worker in workers { group.addTask { await worker.stop(limit: limit) } }
+            for worker in live { group.addTask { await worker.stop(limit: limit) } }
         }
         watchdog.stop()
+    }
+}
+
+/// Where the first workers report a loop that ended on its own: to their application, once it
+/// exists (they start before it does).
+final class ASGIWorkerEnded: Sendable {
+    private struct Reference {
+        // Weak: the application holds its workers, which hold this.
+        weak var application: ASGIApplication?
+    }
+    private let reference = Mutex(Reference())
+
+    func connect(_ application: ASGIApplication) {
+        reference.withLock { $0.application = application }
+    }
+
+    @Sendable func report(_ worker: ASGIWorker) {
+        reference.withLock { $0.application }?.replace(worker, reason: "its event loop ended")
     }
 }

@@ -36,9 +36,13 @@ final class ASGIExchange: Sendable {
         self.target = target
         self.deadline = deadline
         self.stream = stream
+        worker.exchangesAlive.add(1, ordering: .relaxed)
     }
 
-    deinit { cpy_asgi_stream_release(stream.pointer) }
+    deinit {
+        cpy_asgi_stream_release(stream.pointer)
+        worker.exchangesAlive.subtract(1, ordering: .relaxed)
+    }
 
     var isRunning: Bool { running.withLock { $0 } }
 
@@ -62,6 +66,13 @@ final class ASGIExchange: Sendable {
         reason.withUTF8 { text in
             _ = worker.mailbox.post(CPY_ASGI_DISCONNECT, number: Int64(code), stream: stream.pointer, payload: UnsafeRawBufferPointer(text))
         }
+    }
+
+    /// The client stopped sending (EOF). It may have closed the connection or only its sending
+    /// side, which cannot be told apart: the app's `receive()` gives `http.disconnect`, as if it
+    /// left, while what the app still sends goes out.
+    func inputClosed() {
+        worker.mailbox.post(CPY_ASGI_DISCONNECT, flags: CPY_ASGI_INPUT_ONLY, number: 1006, stream: stream.pointer)
     }
 
     /// The connection has room again after the sink answered `.full`.

@@ -52,6 +52,9 @@ struct ASGIHeaderList {
 /// is called on the worker's thread, with the worker's GIL held: it must not block (queue the
 /// bytes and return; flush them from the event loop).
 protocol ASGIHTTPSink: AnyObject, Sendable {
+    /// The exchange this sink answers for, before the worker hears of it: on the thread that
+    /// started it, before any other call.
+    func started(_ exchange: ASGIExchange)
     /// Response bytes: the head (`status` non-nil, once) with the first body bytes, then more
     /// body. `more` is false on the last call. `HEAD` requests get their body here too; the
     /// sink drops it. The views are valid only during the call.
@@ -66,6 +69,8 @@ protocol ASGIHTTPSink: AnyObject, Sendable {
 /// Where an ASGI worker sends what the app says on one WebSocket connection. Implemented by the
 /// HTTP layer; same threading rules as `ASGIHTTPSink`.
 protocol ASGIWebSocketSink: AnyObject, Sendable {
+    /// As `ASGIHTTPSink.started`.
+    func started(_ exchange: ASGIExchange)
     /// websocket.accept: complete the handshake with this subprotocol and extra headers.
     func accept(subprotocol: String?, headers: ASGIHeaderList) -> ASGIWriteState
     /// websocket.send: one whole message.
@@ -78,4 +83,12 @@ protocol ASGIWebSocketSink: AnyObject, Sendable {
     func wantsMessage()
     /// The connection's app ended; called exactly once.
     func finished(_ outcome: ASGIOutcome)
+}
+
+extension ASGIHTTPSink {
+    func started(_ exchange: ASGIExchange) {}
+}
+
+extension ASGIWebSocketSink {
+    func started(_ exchange: ASGIExchange) {}
 }

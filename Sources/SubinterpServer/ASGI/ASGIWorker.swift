@@ -28,10 +28,19 @@ final class ASGIWorker: Sendable {
     private let ended = Mutex<(done: Bool, next: Int, waiters: [Int: CheckedContinuation<Bool, Never>])>((false, 0, [:]))
     /// How many requests run here now (the dispatcher picks the least loaded worker).
     let active = Atomic<Int>(0)
+    /// How many requests and connections were started here (`--max-requests`).
+    let served = Atomic<Int>(0)
+    /// `ASGIExchange`s of this worker still in memory: back to zero once everything that ran
+    /// here is over and let go (what tests check for leaks).
+    let exchangesAlive = Atomic<Int>(0)
+    /// Who waits for this worker to have nothing in flight.
+    private let drainWaiters = Mutex<(next: Int, waiters: [Int: CheckedContinuation<Bool, Never>])>((0, [:]))
+    /// Told when the loop ends without being asked to (the worker no longer serves).
+    private let onLoopEnded: @Sendable (ASGIWorker) -> Void
 
     private init(
         index: Int, interpreter: Interpreter, mailbox: ASGIMailbox, control: ASGIWorkerControl, logger: Logger, load: ASGILoad,
-        watchdog: ASGIWatchdog
+        watchdog: ASGIWatchdog, onLoopEnded: @escaping @Sendable (ASGIWorker) -> Void
     ) {
         self.index = index
         self.interpreter = interpreter
@@ -40,13 +49,15 @@ final class ASGIWorker: Sendable {
         self.logger = logger
         self.load = load
         self.watchdog = watchdog
+        self.onLoopEnded = onLoopEnded
     }
 
     /// Starts the interpreter, loads the app in it, starts its loop and runs lifespan startup.
     /// Throws with the app's traceback if it does not load, or with its message on
     /// `lifespan.startup.failed`.
     static func start(
-        index: Int, configuration: ASGIConfiguration, runtime: PythonRuntime, logger: Logger, load: ASGILoad, watchdog: ASGIWatchdog
+        index: Int, configuration: ASGIConfiguration, runtime: PythonRuntime, logger: Logger, load: ASGILoad, watchdog: ASGIWatchdog,
+        onLoopEnded: @escaping @Sendable (ASGIWorker) -> Void = { _ in }
     ) async throws -> ASGIWorker {
         ASGIHost.installed
         var logger = logger
@@ -57,7 +68,8 @@ final class ASGIWorker: Sendable {
         }
         let interpreter = try await Interpreter(
             runtime: runtime,
-            options: InterpreterOptions(workerIndex: index, workerCount: configuration.workers, path: configuration.path))
+            options: InterpreterOptions(
+                workerIndex: index, workerCount: configuration.workers, path: configuration.path, kind: configuration.interpreterKind))
         do {
             let setup = ASGIAdapter.setup(app: configuration.app, rootPath: configuration.rootPath, lifespan: configuration.lifespan)
             try await interpreter.withPython { python in
@@ -75,7 +87,8 @@ final class ASGIWorker: Sendable {
             throw error
         }
         let worker = ASGIWorker(
-            index: index, interpreter: interpreter, mailbox: mailbox, control: control, logger: logger, load: load, watchdog: watchdog)
+            index: index, interpreter: interpreter, mailbox: mailbox, control: control, logger: logger, load: load, watchdog: watchdog,
+            onLoopEnded: onLoopEnded)
         worker.loop.withLock { $0 = Task { await worker.runLoop() } }
         do {
             try await control.startup()
@@ -95,6 +108,10 @@ final class ASGIWorker: Sendable {
         } catch {
             logger.error("the worker's event loop ended with an error", metadata: ["error": "\((error as? SubinterpreterError)?.detailedDescription ?? "\(error)")"])
         }
+        // What the loop's last turn sent goes out (its `onLoopIteration` did not run after it).
+        control.iterationEnded()
+        // A loop that ends during startup (lifespan startup failed) is reported by `start`.
+        let wasServing = control.isServing
         control.loopEnded()
         // Nothing is served here any more: requests still running get 503.
         mailbox.close()
@@ -105,6 +122,10 @@ final class ASGIWorker: Sendable {
             return Array(state.waiters.values)
         }
         for continuation in waiting { continuation.resume(returning: true) }
+        if wasServing && !stopping.load(ordering: .relaxed) {
+            logger.error("the worker's event loop ended; it no longer serves")
+            onLoopEnded(self)
+        }
     }
 
     var isServing: Bool { control.isServing }
@@ -169,8 +190,40 @@ final class ASGIWorker: Sendable {
     /// Called once per exchange, whoever ended it.
     func exchangeEnded(_ exchange: ASGIExchange) {
         active.subtract(1, ordering: .relaxed)
-        running.withLock { _ = $0.removeValue(forKey: exchange.id) }
+        let empty = running.withLock { running -> Bool in
+            running.removeValue(forKey: exchange.id)
+            return running.isEmpty
+        }
         load.ended()
+        if empty {
+            let waiting = drainWaiters.withLock { state -> [CheckedContinuation<Bool, Never>] in
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
+            }
+            for continuation in waiting { continuation.resume(returning: true) }
+        }
+    }
+
+    /// Returns true once nothing is in flight here (a replaced worker finishing its requests),
+    /// or false when the waiting task is cancelled.
+    func drained() async -> Bool {
+        let id = drainWaiters.withLock { state -> Int in
+            state.next += 1
+            return state.next
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                // Registered under the waiters' lock, then checked: an exchange that ends in
+                // between finds the waiter and resumes it.
+                drainWaiters.withLock { $0.waiters[id] = continuation }
+                let now: Bool? = Task.isCancelled ? false : (running.withLock { $0.isEmpty } ? true : nil)
+                if let now, let waiting = drainWaiters.withLock({ $0.waiters.removeValue(forKey: id) }) {
+                    waiting.resume(returning: now)
+                }
+            }
+        } onCancel: {
+            drainWaiters.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
+        }
     }
 
     /// The worker's report of how a request ended (on its thread).
@@ -339,7 +392,8 @@ final class ASGIWorkerControl: Sendable {
         case .started:
             settle(.serving, .success(()))
         case .startupFailed:
-            logger.error("application startup failed", metadata: ["message": "\(text)"])
+            // Debug only: the failure reaches whoever started the worker, as one error with this text.
+            logger.debug("application startup failed", metadata: ["message": "\(text)"])
             settle(.failed(text), .failure(Self.startupError(text)))
         case .stopped:
             break

@@ -77,6 +77,12 @@ final class HTTPExchange: Sendable {
         var headSent = false
         var waiter: EventLoopPromise<Void>?
         var onClose: [@Sendable () -> Void] = []
+        var inputClosed = false
+        var onInputClosed: [@Sendable () -> Void] = []
+        /// The response was written whole (or the protocol switched): callbacks are not kept.
+        var finished = false
+        /// A `fail` that waits for the sends made before it to reach the event loop.
+        var pendingFail: (status: Int, reason: String)?
     }
 
     /// How many sends may be on their way to the event loop while the sender goes on: enough
@@ -103,8 +109,12 @@ final class HTTPExchange: Sendable {
     /// Sends, in one hop: the head (once, before any body), body bytes (framed by the server:
     /// `Content-Length` or chunked), and with `end` the end of the response. When the head and
     /// the end come together, the server knows the whole body and sends its length.
+    ///
+    /// With a `batch`, the hop waits in it until its owner flushes it, together with the other
+    /// sends gathered there (in call order: sends of one exchange must all go through the same
+    /// batch, or none).
     @discardableResult
-    func send(head: HTTPResponseHead? = nil, body: ByteBuffer? = nil, end: Bool = false) -> Readiness {
+    func send(head: HTTPResponseHead? = nil, body: ByteBuffer? = nil, end: Bool = false, batch: HTTPSendBatch? = nil) -> Readiness {
         let readiness = state.withLock { state -> Readiness in
             guard !state.closed, !state.ended else { return .closed }
             precondition(head == nil || !state.headSent, "a response head was sent twice")
@@ -121,19 +131,29 @@ final class HTTPExchange: Sendable {
         }
         if case .closed = readiness { return .closed }
         let handler = self.handler
-        eventLoop.execute {
+        let work: @Sendable () -> Void = {
             let writable = handler.value.send(from: self, head: head, body: body, end: end)
             self.hopArrived(writable: writable)
+        }
+        if let batch {
+            batch.add(on: eventLoop, work)
+        } else {
+            eventLoop.execute(work)
         }
         return readiness
     }
 
     /// Fails the request: an error response (`Connection: close`) if no head went out yet,
-    /// otherwise the connection closes, the only honest end of a response already begun.
+    /// otherwise the connection closes, the only honest end of a response already begun. Sends
+    /// made before it (still in a batch, say) reach the connection first.
     func fail(status: Int, reason: String) {
         let proceed = state.withLock { state -> Bool in
             guard !state.closed, !state.ended else { return false }
             state.ended = true
+            if state.inTransit > 0 {
+                state.pendingFail = (status, reason)
+                return false
+            }
             return true
         }
         guard proceed else { return }
@@ -158,11 +178,24 @@ final class HTTPExchange: Sendable {
         return promise.futureResult
     }
 
-    /// Runs `callback` once when the connection closes (at once if it has).
+    /// Runs `callback` once when the connection closes before the response is done (at once if
+    /// it has); it never runs once the response was written whole.
     func onClose(_ callback: @escaping @Sendable () -> Void) {
         let runNow = state.withLock { state -> Bool in
             if state.closed { return true }
-            state.onClose.append(callback)
+            if !state.finished { state.onClose.append(callback) }
+            return false
+        }
+        if runNow { callback() }
+    }
+
+    /// Runs `callback` once when the client stops sending: it closed the connection, or only
+    /// its sending side (EOF, which cannot be told apart), or the connection closed (at once if
+    /// either happened).
+    func onInputClosed(_ callback: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.inputClosed || state.closed { return true }
+            if !state.finished { state.onInputClosed.append(callback) }
             return false
         }
         if runNow { callback() }
@@ -170,14 +203,31 @@ final class HTTPExchange: Sendable {
 
     // MARK: - From the event loop
 
+    /// The client stopped sending (EOF) while this exchange runs.
+    func markInputClosed() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            guard !state.inputClosed else { return [] }
+            state.inputClosed = true
+            defer { state.onInputClosed = [] }
+            return state.onInputClosed
+        }
+        for callback in callbacks { callback() }
+    }
+
     /// A `send` reached the event loop; `writable` is the channel's writability after it.
     private func hopArrived(writable: Bool) {
-        let waiter = state.withLock { state -> EventLoopPromise<Void>? in
+        let (waiter, failure) = state.withLock { state -> (EventLoopPromise<Void>?, (status: Int, reason: String)?) in
             state.inTransit -= 1
             state.writable = writable
-            return Self.takeWaiterIfReady(&state)
+            var failure: (status: Int, reason: String)?
+            if state.inTransit == 0, let pending = state.pendingFail {
+                state.pendingFail = nil
+                failure = pending
+            }
+            return (Self.takeWaiterIfReady(&state), failure)
         }
         waiter?.succeed()
+        if let failure { handler.value.fail(from: self, status: failure.status, reason: failure.reason) }
     }
 
     func writabilityChanged(_ writable: Bool) {
@@ -199,20 +249,28 @@ final class HTTPExchange: Sendable {
         let (waiter, callbacks) = state.withLock { state -> (EventLoopPromise<Void>?, [@Sendable () -> Void]) in
             guard !state.closed else { return (nil, []) }
             state.closed = true
+            let inputCallbacks = state.inputClosed ? [] : state.onInputClosed
+            state.inputClosed = true
             defer {
                 state.waiter = nil
                 state.onClose = []
+                state.onInputClosed = []
             }
-            return (state.waiter, state.onClose)
+            return (state.waiter, inputCallbacks + state.onClose)
         }
         waiter?.fail(HTTPExchangeError.connectionClosed)
         for callback in callbacks { callback() }
     }
 
-    /// The response was written whole: later sends are refused, waiters released.
+    /// The response was written whole, or the connection switched protocols: later sends are
+    /// refused, waiters released, and the close callbacks dropped unrun (what they hold, often
+    /// something that holds this exchange, is let go).
     func markFinished() {
         let waiter = state.withLock { state -> EventLoopPromise<Void>? in
             state.ended = true
+            state.finished = true
+            state.onClose = []
+            state.onInputClosed = []
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -222,8 +280,9 @@ final class HTTPExchange: Sendable {
 
 /// A request body read from the socket only as fast as it is consumed (`.stream` delivery).
 ///
-/// `read()` returns the next piece, or nil at the end; it fails if the request cannot be read
-/// to its end (a malformed chunk, the client left). While more than `highWater` bytes wait
+/// `read()` returns the next piece, or nil at the end; `readAvailable()` everything that has
+/// arrived, with whether the body ends there. Both fail if the request cannot be read to its end
+/// (a malformed chunk, too large, the client left). While more than `highWater` bytes wait
 /// unread, the connection stops reading from the socket; it reads again once they are taken.
 final class HTTPRequestBodyStream: Sendable {
     private struct State {
@@ -235,47 +294,137 @@ final class HTTPRequestBodyStream: Sendable {
         var waiter: EventLoopPromise<ByteBuffer?>?
         /// The connection paused reading and wants to hear when there is room.
         var pausedReading = false
+        /// A `readAvailable()` waiting for something to happen.
+        var availableWaiter: EventLoopPromise<(ByteBuffer, end: Bool)>?
+        var deliveryScheduled = false
+        var askedForBody = false
     }
 
     let eventLoop: any EventLoop
     let highWater: Int
     private let state = Mutex(State())
     private let resume: @Sendable () -> Void
+    private let onFirstRead: (@Sendable () -> Void)?
 
-    init(eventLoop: any EventLoop, highWater: Int = 64 << 10, resume: @escaping @Sendable () -> Void) {
+    /// - Parameters:
+    ///   - resume: called when the reader made room after the connection paused reading.
+    ///   - onFirstRead: called once, when the body is first asked for (where the connection
+    ///     answers `Expect: 100-continue`).
+    init(
+        eventLoop: any EventLoop, highWater: Int = 64 << 10, resume: @escaping @Sendable () -> Void,
+        onFirstRead: (@Sendable () -> Void)? = nil
+    ) {
         self.eventLoop = eventLoop
         self.highWater = highWater
         self.resume = resume
+        self.onFirstRead = onFirstRead
+    }
+
+    /// Whether this is the first time the body is asked for (then `onFirstRead` runs).
+    private static func firstAsk(_ state: inout State) -> Bool {
+        guard !state.askedForBody else { return false }
+        state.askedForBody = true
+        return true
+    }
+
+    /// Everything that has arrived and not been read yet, in one buffer, and whether the body
+    /// ends with it; if nothing has, waits until something does. Fails as `read()` does.
+    func readAvailable() -> EventLoopFuture<(ByteBuffer, end: Bool)> {
+        enum Outcome {
+            case value(ByteBuffer, end: Bool, resume: Bool)
+            case failure(any Error)
+            case wait(EventLoopFuture<(ByteBuffer, end: Bool)>)
+        }
+        let (outcome, first) = state.withLock { state -> (Outcome, Bool) in
+            let first = Self.firstAsk(&state)
+            if let taken = Self.takeAll(&state, highWater: highWater) { return (.value(taken.0, end: taken.end, resume: taken.resume), first) }
+            if let error = state.error { return (.failure(error), first) }
+            let promise = state.availableWaiter ?? eventLoop.makePromise()
+            state.availableWaiter = promise
+            return (.wait(promise.futureResult), first)
+        }
+        if first { onFirstRead?() }
+        switch outcome {
+        case .value(let buffer, let end, let resume):
+            if resume { self.resume() }
+            return eventLoop.makeSucceededFuture((buffer, end: end))
+        case .failure(let error):
+            return eventLoop.makeFailedFuture(error)
+        case .wait(let future):
+            return future
+        }
+    }
+
+    /// Takes every buffered piece (joined), or the end; nil when there is nothing to take.
+    private static func takeAll(_ state: inout State, highWater: Int) -> (ByteBuffer, end: Bool, resume: Bool)? {
+        let count = state.pieces.count - state.head
+        guard count > 0 || (state.finished && state.error == nil) else { return nil }
+        var joined: ByteBuffer
+        if count == 0 {
+            joined = ByteBuffer()
+        } else if count == 1 {
+            joined = state.pieces[state.head]
+        } else {
+            joined = ByteBufferAllocator().buffer(capacity: state.buffered)
+            for piece in state.pieces[state.head...] { joined.writeImmutableBuffer(piece) }
+        }
+        state.pieces.removeAll(keepingCapacity: true)
+        state.head = 0
+        state.buffered = 0
+        let resume = state.pausedReading
+        state.pausedReading = false
+        return (joined, end: state.finished, resume: resume)
+    }
+
+    /// Something arrived for a waiting `readAvailable()`: answered once the connection is done
+    /// with what it read now, so pieces that came together (a body and its end) go together.
+    private func scheduleDelivery(_ state: inout State) -> Bool {
+        guard state.availableWaiter != nil, !state.deliveryScheduled else { return false }
+        state.deliveryScheduled = true
+        return true
+    }
+
+    private func deliverAvailable() {
+        enum Outcome {
+            case value(EventLoopPromise<(ByteBuffer, end: Bool)>, ByteBuffer, Bool, resume: Bool)
+            case failure(EventLoopPromise<(ByteBuffer, end: Bool)>, any Error)
+        }
+        let outcome = state.withLock { state -> Outcome? in
+            state.deliveryScheduled = false
+            guard let waiter = state.availableWaiter else { return nil }
+            if let taken = Self.takeAll(&state, highWater: highWater) {
+                state.availableWaiter = nil
+                return .value(waiter, taken.0, taken.end, resume: taken.resume)
+            }
+            if let error = state.error {
+                state.availableWaiter = nil
+                return .failure(waiter, error)
+            }
+            return nil
+        }
+        switch outcome {
+        case .value(let waiter, let buffer, let end, let resume):
+            if resume { self.resume() }
+            waiter.succeed((buffer, end: end))
+        case .failure(let waiter, let error):
+            waiter.fail(error)
+        case nil:
+            break
+        }
+    }
+
+    private func wake(_ schedule: Bool) {
+        guard schedule else { return }
+        eventLoop.execute { self.deliverAvailable() }
     }
 
     /// The next piece of the body; nil at its end.
     func read() -> EventLoopFuture<ByteBuffer?> {
-        enum Outcome {
-            case value(ByteBuffer?, resume: Bool)
-            case failure(any Error)
-            case wait(EventLoopFuture<ByteBuffer?>, resume: Bool)
+        let (outcome, first) = state.withLock { state -> (ReadOutcome, Bool) in
+            let first = Self.firstAsk(&state)
+            return (Self.takeOne(&state, highWater: highWater, eventLoop: eventLoop), first)
         }
-        let outcome = state.withLock { state -> Outcome in
-            if state.head < state.pieces.count {
-                let piece = state.pieces[state.head]
-                state.head += 1
-                if state.head == state.pieces.count {
-                    state.pieces.removeAll(keepingCapacity: true)
-                    state.head = 0
-                }
-                state.buffered -= piece.readableBytes
-                let resume = state.pausedReading && state.buffered < highWater
-                if resume { state.pausedReading = false }
-                return .value(piece, resume: resume)
-            }
-            if let error = state.error { return .failure(error) }
-            if state.finished { return .value(nil, resume: false) }
-            let promise = state.waiter ?? eventLoop.makePromise()
-            state.waiter = promise
-            let resume = state.pausedReading
-            state.pausedReading = false
-            return .wait(promise.futureResult, resume: resume)
-        }
+        if first { onFirstRead?() }
         switch outcome {
         case .value(let piece, let resume):
             if resume { self.resume() }
@@ -288,23 +437,52 @@ final class HTTPRequestBodyStream: Sendable {
         }
     }
 
+    private enum ReadOutcome {
+        case value(ByteBuffer?, resume: Bool)
+        case failure(any Error)
+        case wait(EventLoopFuture<ByteBuffer?>, resume: Bool)
+    }
+
+    private static func takeOne(_ state: inout State, highWater: Int, eventLoop: any EventLoop) -> ReadOutcome {
+        if state.head < state.pieces.count {
+            let piece = state.pieces[state.head]
+            state.head += 1
+            if state.head == state.pieces.count {
+                state.pieces.removeAll(keepingCapacity: true)
+                state.head = 0
+            }
+            state.buffered -= piece.readableBytes
+            let resume = state.pausedReading && state.buffered < highWater
+            if resume { state.pausedReading = false }
+            return .value(piece, resume: resume)
+        }
+        if let error = state.error { return .failure(error) }
+        if state.finished { return .value(nil, resume: false) }
+        let promise = state.waiter ?? eventLoop.makePromise()
+        state.waiter = promise
+        let resume = state.pausedReading
+        state.pausedReading = false
+        return .wait(promise.futureResult, resume: resume)
+    }
+
     // MARK: - From the connection (on the event loop)
 
     /// Adds a piece; false when the reader is behind by more than `highWater` (the connection
     /// then pauses reading until `resume` is called).
     func push(_ piece: ByteBuffer) -> Bool {
-        let (waiter, full) = state.withLock { state -> (EventLoopPromise<ByteBuffer?>?, Bool) in
+        let (waiter, full, schedule) = state.withLock { state -> (EventLoopPromise<ByteBuffer?>?, Bool, Bool) in
             if let waiter = state.waiter {
                 state.waiter = nil
-                return (waiter, false)
+                return (waiter, false, false)
             }
             state.pieces.append(piece)
             state.buffered += piece.readableBytes
             let full = state.buffered >= highWater
             if full { state.pausedReading = true }
-            return (nil, full)
+            return (nil, full, scheduleDelivery(&state))
         }
         waiter?.succeed(piece)
+        wake(schedule)
         return !full
     }
 
@@ -312,21 +490,23 @@ final class HTTPRequestBodyStream: Sendable {
     var wantsMore: Bool { state.withLock { !$0.pausedReading } }
 
     func finish() {
-        let waiter = state.withLock { state -> EventLoopPromise<ByteBuffer?>? in
+        let (waiter, schedule) = state.withLock { state -> (EventLoopPromise<ByteBuffer?>?, Bool) in
             state.finished = true
             defer { state.waiter = nil }
-            return state.waiter
+            return (state.waiter, scheduleDelivery(&state))
         }
         waiter?.succeed(nil)
+        wake(schedule)
     }
 
     func fail(_ error: any Error) {
-        let waiter = state.withLock { state -> EventLoopPromise<ByteBuffer?>? in
-            guard !state.finished, state.error == nil else { return nil }
+        let (waiter, schedule) = state.withLock { state -> (EventLoopPromise<ByteBuffer?>?, Bool) in
+            guard !state.finished, state.error == nil else { return (nil, false) }
             state.error = error
             defer { state.waiter = nil }
-            return state.waiter
+            return (state.waiter, scheduleDelivery(&state))
         }
         waiter?.fail(error)
+        wake(schedule)
     }
 }

@@ -140,6 +140,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 return
             }
             reading?.stream?.fail(HTTPExchangeError.connectionClosed)
+            responding?.exchange.markInputClosed()
             closeIfNothingLeft()
             return
         }
@@ -239,16 +240,20 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
             reserved = declared
         }
-        if head.expectsContinue {
+        if head.expectsContinue && delivery == .collect {
             write(HTTPResponseHead.serverInterim(status: 100, reason: "Continue"), last: false)
             context?.flush()
         }
         reading = Reading(head: head, body: nil, stream: nil)
         if delivery == .stream, let eventLoop = context?.eventLoop {
             let handler = NIOLoopBound(self, eventLoop: eventLoop)
-            let stream = HTTPRequestBodyStream(eventLoop: eventLoop) {
-                eventLoop.execute { handler.value.streamWantsMore() }
+            // A streamed body is asked for by the app: `100 Continue` waits until it is.
+            var onFirstRead: (@Sendable () -> Void)?
+            if head.expectsContinue {
+                onFirstRead = { eventLoop.execute { handler.value.sendContinue() } }
             }
+            let stream = HTTPRequestBodyStream(
+                eventLoop: eventLoop, resume: { eventLoop.execute { handler.value.streamWantsMore() } }, onFirstRead: onFirstRead)
             reading?.stream = stream
             dispatch(head: head, body: ByteBuffer(), stream: stream)
         }
@@ -321,6 +326,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         resumeReadingIfWanted()
     }
 
+    /// `Expect: 100-continue` with a streamed body: the app asked for the body, so the client
+    /// may send it, unless a response has begun or the body is no longer wanted.
+    private func sendContinue() {
+        guard let context, !closing, reading?.stream != nil, let current = responding, !current.headSent else { return }
+        write(HTTPResponseHead.serverInterim(status: 100, reason: "Continue"), last: false)
+        context.flush()
+    }
+
     // MARK: - Refusing
 
     /// Answers a request the server refuses itself, then closes; nothing after it is read.
@@ -344,29 +357,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         reading = nil
         closing = true
         let response = HTTPResponseHead.serverResponse(
-            status: error.status, reason: Self.reasonPhrase(error.status), detail: error.reason,
+            status: error.status, reason: HTTPResponseHead.reasonPhrase(for: error.status), detail: error.reason,
             extraFields: retryAfter ? [("Retry-After", "1")] : [])
         server.record?(HTTPExchangeRecord(status: error.status, bytes: 0, duration: .zero, requestLine: nil, client: connection.remoteHost))
         guard let context else { return }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(response), promise: promise)
         promise.futureResult.assumeIsolated().whenComplete { _ in self.closeGracefully() }
-    }
-
-    static func reasonPhrase(_ status: Int) -> String {
-        switch status {
-        case 400: "Bad Request"
-        case 408: "Request Timeout"
-        case 413: "Content Too Large"
-        case 414: "URI Too Long"
-        case 431: "Request Header Fields Too Large"
-        case 500: "Internal Server Error"
-        case 501: "Not Implemented"
-        case 503: "Service Unavailable"
-        case 504: "Gateway Timeout"
-        case 505: "HTTP Version Not Supported"
-        default: "Error"
-        }
     }
 
     // MARK: - Writing (from HTTPExchange, on the event loop)
@@ -587,6 +584,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         head.finishInterim()
         upgraded = true
         responding = nil
+        current.exchange.markFinished()
         server.bodyBudget.release(current.reserved)
         server.record?(HTTPExchangeRecord(
             status: head.status, bytes: 0, duration: .now - current.started, requestLine: current.requestLine, client: connection.remoteHost))

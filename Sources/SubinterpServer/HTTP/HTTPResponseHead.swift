@@ -47,6 +47,69 @@ struct HTTPResponseHead: Sendable {
         try! HTTPResponseHead(status: status, reason: reason)
     }
 
+    /// The reason phrase RFC 9110 gives `status` (plus a few in wide use); "Unknown" for others.
+    static func reasonPhrase(for status: Int) -> String {
+        switch status {
+        case 100: "Continue"
+        case 101: "Switching Protocols"
+        case 102: "Processing"
+        case 103: "Early Hints"
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
+        case 203: "Non-Authoritative Information"
+        case 204: "No Content"
+        case 205: "Reset Content"
+        case 206: "Partial Content"
+        case 207: "Multi-Status"
+        case 300: "Multiple Choices"
+        case 301: "Moved Permanently"
+        case 302: "Found"
+        case 303: "See Other"
+        case 304: "Not Modified"
+        case 307: "Temporary Redirect"
+        case 308: "Permanent Redirect"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 402: "Payment Required"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 407: "Proxy Authentication Required"
+        case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 410: "Gone"
+        case 411: "Length Required"
+        case 412: "Precondition Failed"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 415: "Unsupported Media Type"
+        case 416: "Range Not Satisfiable"
+        case 417: "Expectation Failed"
+        case 418: "I'm a teapot"
+        case 421: "Misdirected Request"
+        case 422: "Unprocessable Content"
+        case 423: "Locked"
+        case 424: "Failed Dependency"
+        case 425: "Too Early"
+        case 426: "Upgrade Required"
+        case 428: "Precondition Required"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 451: "Unavailable For Legal Reasons"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        case 505: "HTTP Version Not Supported"
+        case 507: "Insufficient Storage"
+        case 511: "Network Authentication Required"
+        default: "Unknown"
+        }
+    }
+
     /// Whether a response with this status has a body at all (RFC 9110 §6.4.1).
     var allowsBody: Bool { !(status < 200 || status == 204 || status == 304) }
 
@@ -55,18 +118,7 @@ struct HTTPResponseHead: Sendable {
     mutating func add(name: String, value: String) throws {
         let mark = buffer.writerIndex
         var nameBytes = name
-        let kind = nameBytes.withUTF8 { utf8 -> FieldKind? in
-            guard !utf8.isEmpty, utf8.allSatisfy(ASCII.isTokenCharacter) else { return nil }
-            let raw = UnsafeRawBufferPointer(utf8)
-            switch utf8.count {
-            case 4 where ASCII.equals(raw, "date", caseInsensitive: true): return .date
-            case 10 where ASCII.equals(raw, "connection", caseInsensitive: true): return .connection
-            case 10 where ASCII.equals(raw, "keep-alive", caseInsensitive: true): return .keepAlive
-            case 14 where ASCII.equals(raw, "content-length", caseInsensitive: true): return .contentLength
-            case 17 where ASCII.equals(raw, "transfer-encoding", caseInsensitive: true): return .transferEncoding
-            default: return .plain
-            }
-        }
+        let kind = nameBytes.withUTF8 { Self.kind(ofName: UnsafeRawBufferPointer($0)) }
         guard let kind else {
             throw HTTPResponseHeaderError(description: "the header name \(name.debugDescription) is not a token (letters, digits, !#$%&'*+-.^_`|~)")
         }
@@ -78,6 +130,44 @@ struct HTTPResponseHead: Sendable {
             throw HTTPResponseHeaderError(
                 description: "the value of header \(name.debugDescription) has CR, LF, NUL, another control character or a character above U+00FF: \(value.debugDescription)")
         }
+        try finishField(kind, mark: mark, valueStart: valueStart)
+    }
+
+    /// Adds a field given as raw bytes (an ASGI app's headers): the same rules as
+    /// `add(name:value:)`, with the value's bytes sent as they are (bytes above 0x7F are obs-text).
+    mutating func add(rawName name: UnsafeRawBufferPointer, rawValue value: UnsafeRawBufferPointer) throws {
+        let mark = buffer.writerIndex
+        guard let kind = Self.kind(ofName: name) else {
+            throw HTTPResponseHeaderError(
+                description: "the header name \(String(decoding: name, as: UTF8.self).debugDescription) is not a token (letters, digits, !#$%&'*+-.^_`|~)")
+        }
+        guard value.allSatisfy(ASCII.isFieldValueByte) else {
+            throw HTTPResponseHeaderError(
+                description: "the value of header \(String(decoding: name, as: UTF8.self).debugDescription) has CR, LF, NUL or another control character")
+        }
+        buffer.writeBytes(name)
+        buffer.writeStaticString(": ")
+        let valueStart = buffer.writerIndex
+        buffer.writeBytes(value)
+        try finishField(kind, mark: mark, valueStart: valueStart)
+    }
+
+    /// The kind of a field by its name; nil if the name is not a token.
+    private static func kind(ofName name: UnsafeRawBufferPointer) -> FieldKind? {
+        guard !name.isEmpty, name.allSatisfy(ASCII.isTokenCharacter) else { return nil }
+        switch name.count {
+        case 4 where ASCII.equals(name, "date", caseInsensitive: true): return .date
+        case 10 where ASCII.equals(name, "connection", caseInsensitive: true): return .connection
+        case 10 where ASCII.equals(name, "keep-alive", caseInsensitive: true): return .keepAlive
+        case 14 where ASCII.equals(name, "content-length", caseInsensitive: true): return .contentLength
+        case 17 where ASCII.equals(name, "transfer-encoding", caseInsensitive: true): return .transferEncoding
+        default: return .plain
+        }
+    }
+
+    /// A field was written from `mark` (its value from `valueStart`): reads what decides framing
+    /// and the connection, drops what the server writes itself, and ends the line.
+    private mutating func finishField(_ kind: FieldKind, mark: Int, valueStart: Int) throws {
         let valueBytes = buffer.getSlice(at: valueStart, length: buffer.writerIndex - valueStart)!
         switch kind {
         case .contentLength:
@@ -86,11 +176,13 @@ struct HTTPResponseHead: Sendable {
                 digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
             else {
                 buffer.moveWriterIndex(to: mark)
-                throw HTTPResponseHeaderError(description: "Content-Length \(value.debugDescription) is not one decimal number")
+                throw HTTPResponseHeaderError(
+                    description: "Content-Length \(String(decoding: valueBytes.readableBytesView, as: UTF8.self).debugDescription) is not one decimal number")
             }
             contentLength = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         case .transferEncoding:
             buffer.moveWriterIndex(to: mark)
+            let value = String(decoding: valueBytes.readableBytesView, as: UTF8.self)
             guard value.trimmingCharacters(in: .whitespaces).lowercased() == "chunked" else {
                 throw HTTPResponseHeaderError(
                     description: "Transfer-Encoding \(value.debugDescription) is not supported; leave framing to the server")
@@ -99,6 +191,7 @@ struct HTTPResponseHead: Sendable {
             return
         case .connection:
             buffer.moveWriterIndex(to: mark)
+            let value = String(decoding: valueBytes.readableBytesView, as: UTF8.self)
             if value.lowercased().split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == "close" }) {
                 wantsClose = true
             }

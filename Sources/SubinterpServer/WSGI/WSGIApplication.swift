@@ -14,14 +14,20 @@ final class WSGIApplication: Sendable {
     private let nextRequest = Atomic<Int>(1)
 
     /// Starts the workers; each imports the app once. An app that imports an extension module
-    /// refusing sub-interpreters fails here, with `subinterp check`'s message.
-    init(app: String, workers: Int, maxRequests: Int?, timeout: Duration?, path: [String], runtime: PythonRuntime, logger: Logger) async throws {
+    /// refusing sub-interpreters fails here, with `subinterp check`'s message. With
+    /// `kind: .main` the one worker runs the app in this process's main interpreter.
+    /// `multiprocess`: other processes serve the same app too (`wsgi.multiprocess`).
+    init(
+        app: String, workers: Int, maxRequests: Int?, timeout: Duration?, path: [String], kind: InterpreterKind = .isolated,
+        multiprocess: Bool = false, runtime: PythonRuntime, logger: Logger
+    ) async throws {
         self.app = app
         self.logger = logger
         self.timeout = timeout
         var configuration = InterpreterPool.Configuration(
-            workers: workers, setup: WSGIAdapter.setup(app: app, multiprocess: workers > 1), path: path,
+            workers: workers, setup: WSGIAdapter.setup(app: app, multiprocess: workers > 1 || multiprocess), path: path,
             maxTasksPerWorker: maxRequests)
+        configuration.interpreterKind = kind
         // Under load the event loops need every core; a spinning idle worker would take one
         // (measured here: hello world 26k req/s with a 50 µs spin, 28–31k without).
         configuration.idleSpin = .zero
@@ -138,5 +144,19 @@ final class WSGIApplication: Sendable {
         var buffer = ByteBufferAllocator().buffer(capacity: size)
         for case .bytes(let bytes) in chunks { buffer.writeBytes(bytes) }
         return buffer
+    }
+}
+
+extension WSGIApplication: LoadedApp {
+    /// A WSGI request reaches its worker only once it is whole.
+    func bodyDelivery(for head: HTTPRequestHead) -> HTTPBodyDelivery { .collect }
+
+    var activity: (busy: Int, queued: Int) {
+        let statistics = pool.statistics
+        return (statistics.running, statistics.queued)
+    }
+
+    func shutdown(cancelPending: Bool) async {
+        await pool.shutdown(cancelPending: cancelPending)
     }
 }

@@ -73,6 +73,9 @@ public final class InterpreterPool: Service, Sendable {
         /// Python run after `setup` in each worker, under a file name that tracebacks hide (the
         /// tools' own loading code, so a failure in it is told apart from one in `setup`).
         package var loader: String?
+        /// Where the workers run: isolated sub-interpreters (the default), or the process's main
+        /// interpreter (`InterpreterKind.main`: every extension module loads, one GIL for all).
+        public var interpreterKind: InterpreterKind = .isolated
 
         public init(
             workers: Int = SystemInfo.cpuCount, setup: String? = nil, path: [String] = [], maxTasksPerWorker: Int? = nil,

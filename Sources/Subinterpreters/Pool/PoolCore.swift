@@ -141,6 +141,7 @@ final class PoolCore: WorkFeeder, ProcessWorkFeeder, Sendable {
             path: configuration.path, setup: configuration.setup)
         options.idleSpin = configuration.idleSpin
         options.loader = configuration.loader
+        options.kind = configuration.interpreterKind
         return options
     }
 

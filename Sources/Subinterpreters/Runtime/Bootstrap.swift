@@ -3,6 +3,10 @@
 /// the package and, when asked, replaces `sys.stdout` and `sys.stderr` with writers that emit
 /// whole lines under the host's output lock. What the package itself needs in every process,
 /// `CancelledError` and how objects are pickled, is in python/subinterp/__init__.py.
+///
+/// The host sets `_ISOLATED` in its globals: False when a worker of kind `main` enters the
+/// main interpreter, which refuses no extension module and may run this more than once (its
+/// workers then share the package, and with it one `CancelledError`).
 enum Bootstrap {
     static let source = #"""
 import sys
@@ -29,7 +33,8 @@ class _RefuseUnsafeExtensions:
             raise ImportError(f"module {name} does not support loading in subinterpreters", name=name)
         return None
 
-sys.meta_path.insert(0, _RefuseUnsafeExtensions)
+if _ISOLATED:
+    sys.meta_path.insert(0, _RefuseUnsafeExtensions)
 
 def _qualified_name(t):
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"

@@ -27,11 +27,15 @@ public struct InterpreterOptions: Sendable {
     /// user's function or app. Its frames are hidden from tracebacks, so a failure reads as the
     /// user's, and one in `setup` is told apart from one in loading.
     package var loader: String?
+    /// A fresh isolated sub-interpreter (the default), or the process's main interpreter
+    /// entered from this interpreter's own thread, where every extension module loads.
+    public var kind: InterpreterKind = .isolated
 
     public init(
         workerIndex: Int = 0, workerCount: Int = 1, lineAtomicOutput: Bool = true, path: [String] = [],
-        argv: [String]? = nil, setup: String? = nil
+        argv: [String]? = nil, setup: String? = nil, kind: InterpreterKind = .isolated
     ) {
+        self.kind = kind
         self.workerIndex = workerIndex
         self.workerCount = workerCount
         self.lineAtomicOutput = lineAtomicOutput
@@ -51,6 +55,10 @@ protocol WorkFeeder: AnyObject, Sendable {
 /// The OS thread that owns one sub-interpreter. The interpreter is created, used and ended on
 /// this thread only; other threads hand it work through a queue. The one exception is
 /// `interrupt`, which attaches a short-lived thread state of its own (see there).
+///
+/// With `InterpreterKind.main` the thread enters the process's main interpreter instead, with
+/// a thread state of its own: the same queue, the same interrupts, and at the end only that
+/// thread state is deleted (the main interpreter lives on).
 final class InterpreterThread: @unchecked Sendable {
     // Safe: the queue fields are guarded by `condition`; `ending` by `interruptLock`; the
     // interpreter facts are written once on the thread before `ready` and only read after it;
@@ -259,7 +267,8 @@ final class InterpreterThread: @unchecked Sendable {
     private func main(runtime: PythonRuntime, options: InterpreterOptions, ready: @Sendable (Result<Void, any Error>) -> Void) {
         let context = PythonContext(thread: pthread_self())
         let state: OpaquePointer
-        switch Self.createInterpreter(runtime: runtime) {
+        let entered = options.kind == .main ? Self.enterMainInterpreter(runtime: runtime) : Self.createInterpreter(runtime: runtime)
+        switch entered {
         case .failure(let error):
             ready(.failure(error))
             return
@@ -270,12 +279,12 @@ final class InterpreterThread: @unchecked Sendable {
         interpreterID = cpy_PyInterpreterState_GetID(interpreterState)
         threadIdent = cpy_PyThread_get_thread_ident()
         do {
-            try context.bootstrap()
+            try context.bootstrap(isolated: options.kind == .isolated)
             cancelledType = context.cancelledType
             try Self.configure(context, options)
         } catch {
             context.tearDown()
-            cpy_Py_EndInterpreter(state)
+            Self.leave(state, kind: options.kind)
             ready(.failure(error))  // `launch` counts the interpreter as ended
             return
         }
@@ -308,7 +317,7 @@ final class InterpreterThread: @unchecked Sendable {
                 interruptLock.unlock()
                 cpy_PyEval_RestoreThread(saved)
                 context.tearDown()
-                cpy_Py_EndInterpreter(state)
+                Self.leave(state, kind: options.kind)
                 cpy_thread_closing(threadIdent, 0)  // the OS may give this thread id to a new thread
                 runtime.interpreterEnded()
                 done()
@@ -340,6 +349,29 @@ final class InterpreterThread: @unchecked Sendable {
         cpy_PyThreadState_DeleteCurrent()
         cpy_PyEval_RestoreThread(created)
         return .success(created!)
+    }
+
+    /// Attaches a new thread state of the main interpreter to this thread and leaves it attached.
+    /// The corresponding C API is `PyThreadState_New` + `PyEval_RestoreThread`.
+    private static func enterMainInterpreter(runtime: PythonRuntime) -> Result<OpaquePointer, any Error> {
+        guard let state = cpy_PyThreadState_New(runtime.mainInterpreter) else {
+            return .failure(SubinterpreterError(.interpreterCreationFailed, "could not create a thread state (out of memory?)"))
+        }
+        cpy_PyEval_RestoreThread(state)
+        return .success(state)
+    }
+
+    /// Ends what `main` entered, with its thread state attached: the sub-interpreter
+    /// (`Py_EndInterpreter`), or for the main interpreter only this thread's state
+    /// (`PyThreadState_Clear` + `PyThreadState_DeleteCurrent`, which releases the GIL).
+    private static func leave(_ state: OpaquePointer, kind: InterpreterKind) {
+        switch kind {
+        case .isolated:
+            cpy_Py_EndInterpreter(state)
+        case .main:
+            cpy_PyThreadState_Clear(state)
+            cpy_PyThreadState_DeleteCurrent()
+        }
     }
 
     private static func configure(_ context: PythonContext, _ options: InterpreterOptions) throws {

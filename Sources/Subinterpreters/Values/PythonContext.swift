@@ -32,7 +32,8 @@ public final class PythonContext {
     }
 
     /// Runs the bootstrap and caches the helpers. Called once, on the interpreter's thread.
-    func bootstrap() throws {
+    /// `isolated` is false in the main interpreter, where extension modules need no refusing.
+    func bootstrap(isolated: Bool = true) throws {
         assertOnThread()
         // This binary's `subinterp._core` and the package's Python layer, before anything imports them.
         guard cpy_package_install() == 0 else { throw takeErrorWithoutHelpers() }
@@ -49,6 +50,9 @@ public final class PythonContext {
         let name = try own(string: "_subinterp_bootstrap")
         _ = cpy_PyDict_SetItemString(globals, "__name__", name)
         cpy_decref(name)
+        let flag = try own(cpy_PyBool_FromLong(isolated ? 1 : 0))
+        _ = cpy_PyDict_SetItemString(globals, "_ISOLATED", flag)
+        cpy_decref(flag)
         let result = cpy_PyEval_EvalCode(code, globals, globals)
         cpy_decref(code)
         guard let result else { throw takeErrorWithoutHelpers() }

@@ -6,12 +6,16 @@ import ServiceLifecycle
 import Subinterpreters
 import Synchronization
 
-/// An HTTP/1.1 server for a WSGI app whose workers are isolated sub-interpreters of this
-/// process: `subinterp serve`.
-public final class WSGIServer: Service, Sendable {
-    public struct Configuration: Sendable {
+/// An HTTP/1.1 server for a WSGI or ASGI app whose workers are isolated sub-interpreters of
+/// this process: `subinterp serve`. Both kinds of app share the HTTP layer (`HTTP/`); a WSGI app
+/// runs on a pool of workers (`WSGIApplication`), an ASGI app on an event loop in each worker
+/// (`ASGIBridge`), and WebSocket connections are ASGI's.
+public final class AppServer: Service, Sendable {
+    public struct Configuration: Sendable, Codable {
         /// `MODULE:APP`, or `MODULE:factory()` to call a factory once per worker.
         public var app: String
+        /// How to call the app; nil: decide from the app (an async callable is ASGI).
+        public var interface: AppInterface?
         public var workers: Int
         /// `HOST:PORT` pairs to listen on; port 0 picks a free port, `:PORT` means all interfaces.
         public var binds: [String]
@@ -43,15 +47,36 @@ public final class WSGIServer: Service, Sendable {
         /// Request bodies held in memory at once, all connections together; a request that would
         /// go over gets 503 with `Retry-After`.
         public var maxBodyMemory: Int
+        /// ASGI: whether the app gets lifespan events.
+        public var lifespan: ASGILifespanMode
+        /// ASGI: requests and WebSocket connections in flight at once (all workers); beyond it, 503.
+        public var limitConcurrency: Int?
+        /// ASGI: the scope's `root_path` (the prefix under which the app is mounted).
+        public var rootPath: String
+        /// ASGI: larger WebSocket messages close the connection with 1009.
+        public var webSocketMaxSize: Int
+        /// Where the workers run the app: isolated sub-interpreters (the default), or this
+        /// process's main interpreter (`.main`, with one worker: a worker process of
+        /// `subinterp serve --isolation processes`, where every extension module loads).
+        public var interpreterKind: InterpreterKind = .isolated
+        /// Worker processes serving the app, this one among them (a supervisor's worker
+        /// processes set it; WSGI's `wsgi.multiprocess` says whether it is more than one).
+        public var processes = 1
 
         public init(
             app: String, workers: Int = SystemInfo.cpuCount, binds: [String] = ["127.0.0.1:8000"], directory: String? = nil,
             timeout: Duration? = .seconds(30), maxRequests: Int? = nil, maxBody: Int = 16 << 20, maxHeaderBytes: Int = 16 << 10,
             backlog: Int = 2048, idleTimeout: Duration = .seconds(5), gracePeriod: Duration = .seconds(30), metricsBind: String? = nil,
             maxConnections: Int = 1000, requestReadTimeout: Duration = .seconds(30), writeTimeout: Duration = .seconds(30),
-            maxBodyMemory: Int = 256 << 20
+            maxBodyMemory: Int = 256 << 20, interface: AppInterface? = nil, lifespan: ASGILifespanMode = .auto,
+            limitConcurrency: Int? = nil, rootPath: String = "", webSocketMaxSize: Int = 16 << 20
         ) {
             self.app = app
+            self.interface = interface
+            self.lifespan = lifespan
+            self.limitConcurrency = limitConcurrency
+            self.rootPath = rootPath
+            self.webSocketMaxSize = webSocketMaxSize
             self.workers = workers
             self.binds = binds
             self.directory = directory
@@ -79,12 +104,27 @@ public final class WSGIServer: Service, Sendable {
         /// `http://HOST:PORT`
         public var url: String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
         public var description: String { url + (allInterfaces ? " (all interfaces)" : "") }
+
+        init(host: String, port: Int, allInterfaces: Bool = false) {
+            self.host = host
+            self.port = port
+            self.allInterfaces = allInterfaces
+        }
+
+        /// Where `socket` listens: `bound`, as NIO reports it.
+        init(_ socket: ListeningSocket, _ bound: SocketAddress) {
+            self.init(
+                host: bound.ipAddress ?? socket.address.host, port: bound.port ?? socket.address.port,
+                allInterfaces: socket.address.allInterfaces)
+        }
     }
 
     public let configuration: Configuration
+    /// How the app is called (`configuration.interface`, or what the app turned out to be).
+    public let interface: AppInterface
     let runtime: PythonRuntime
     let logger: Logger
-    let dispatcher = WSGIDispatcher()
+    let dispatcher = AppDispatcher()
     let metrics = Metrics()
     private let group: MultiThreadedEventLoopGroup
     private let http: HTTPServer
@@ -96,24 +136,53 @@ public final class WSGIServer: Service, Sendable {
     public let metricsAddress: Address?
     private let stopped = Mutex(false)
 
+    /// What a worker process of a supervisor (`subinterp serve --processes M`) needs of its server.
+    package struct WorkerProcessRole: Sendable {
+        /// Called (on any thread) each time a worker is done with a request.
+        package var requestFinished: @Sendable () -> Void
+
+        package init(requestFinished: @escaping @Sendable () -> Void) {
+            self.requestFinished = requestFinished
+        }
+    }
+
     /// Binds every address first (so a port in use or an unknown host is reported at once, in
     /// one line, before any worker starts), then loads the app in `configuration.workers`
     /// interpreters (failing with `subinterp check`'s message for an incompatible extension
-    /// module). Nothing is accepted before `start()`.
-    public init(
+    /// module, or an ASGI app's `lifespan.startup.failed` message). Nothing is accepted before
+    /// `start()`.
+    public convenience init(
         configuration: Configuration, runtime: PythonRuntime, logger: Logger,
         accessLog: (@Sendable (String) -> Void)? = nil
+    ) async throws {
+        let sockets = try ServerSockets.bind(
+            binds: configuration.binds, metricsBind: configuration.metricsBind, backlog: configuration.backlog)
+        do {
+            try await self.init(configuration: configuration, sockets: sockets, runtime: runtime, logger: logger, accessLog: accessLog)
+        } catch {
+            sockets.close()
+            throw error
+        }
+        // The server's listeners hold duplicates of the sockets.
+        sockets.close()
+    }
+
+    /// Serves on `sockets`, bound already (by `ServerSockets.bind`, or inherited from a
+    /// supervisor); they stay the caller's to close. As a worker process (`role`), a WSGI
+    /// server accepts a connection only while one of its workers is free, so connections wait
+    /// in the shared backlog for a process that has room, and it reports finished requests.
+    package init(
+        configuration: Configuration, sockets: ServerSockets, runtime: PythonRuntime, logger: Logger,
+        accessLog: (@Sendable (String) -> Void)? = nil, role: WorkerProcessRole? = nil
     ) async throws {
         guard configuration.workers >= 1 else {
             throw SubinterpreterError(.invalidArgument, "--workers must be at least 1")
         }
-        let binds: [ListenAddress]
-        let metricsBind: ListenAddress?
-        do {
-            binds = try configuration.binds.map { try ListenAddress(parsing: $0, flag: "--bind") }
-            metricsBind = try configuration.metricsBind.map { try ListenAddress(parsing: $0, flag: "--metrics-bind") }
-        } catch {
-            throw SubinterpreterError(.invalidArgument, "\(error)")
+        if let limit = configuration.limitConcurrency, limit < 1 {
+            throw SubinterpreterError(.invalidArgument, "--limit-concurrency must be at least 1")
+        }
+        guard configuration.webSocketMaxSize >= 1, configuration.webSocketMaxSize <= Int(UInt32.max) else {
+            throw SubinterpreterError(.invalidArgument, "--ws-max-size must be between 1 and \(UInt32.max) bytes")
         }
         self.configuration = configuration
         self.runtime = runtime
@@ -140,22 +209,36 @@ public final class WSGIServer: Service, Sendable {
         metricsServer = HTTPServer(group: group, maxConnections: 64)
         do {
             var bound: [Address] = []
-            for bind in binds {
-                let address = try await http.bind(bind, context: appContext, backlog: configuration.backlog)
-                bound.append(Address(host: address.ipAddress ?? bind.host, port: address.port ?? bind.port, allInterfaces: bind.allInterfaces))
+            for socket in sockets.app {
+                // A worker process shares its sockets with the other worker processes.
+                let address = try await http.adopt(socket, context: appContext, backlog: configuration.backlog, shared: role != nil)
+                bound.append(Address(socket, address))
             }
             addresses = bound
-            if let metricsBind {
+            if let socket = sockets.metrics {
                 let context = HTTPServerContext(
                     application: MetricsApplication(metrics: metrics, dispatcher: dispatcher, workers: configuration.workers),
                     limits: HTTPLimits(), bodyBudget: HTTPBodyBudget(limit: 1 << 20), logger: logger)
-                let address = try await metricsServer.bind(metricsBind, context: context, backlog: 64)
-                metricsAddress = Address(
-                    host: address.ipAddress ?? metricsBind.host, port: address.port ?? metricsBind.port, allInterfaces: metricsBind.allInterfaces)
+                metricsAddress = Address(socket, try await metricsServer.adopt(socket, context: context, backlog: 64))
             } else {
                 metricsAddress = nil
             }
-            dispatcher.install(try await Self.load(configuration, runtime: runtime, logger: logger))
+            let interface = try await Self.interface(of: configuration, runtime: runtime)
+            self.interface = interface
+            dispatcher.install(try await Self.load(configuration, interface: interface, runtime: runtime, logger: logger))
+            if let role {
+                let http = self.http
+                // A WSGI worker runs one request at a time; an ASGI loop serves many at once, so
+                // only a WSGI server waits for a free worker before it accepts.
+                if interface == .wsgi { http.acceptOnlyWithFreeWorker(workers: configuration.workers) }
+                let gated = interface == .wsgi
+                dispatcher.observe(
+                    started: { if gated { http.claimWorker() } },
+                    finished: {
+                        if gated { http.releaseWorker() }
+                        role.requestFinished()
+                    })
+            }
         } catch {
             await http.closeListeners()
             await metricsServer.closeListeners()
@@ -165,10 +248,40 @@ public final class WSGIServer: Service, Sendable {
         }
     }
 
-    private static func load(_ configuration: Configuration, runtime: PythonRuntime, logger: Logger) async throws -> WSGIApplication {
-        try await WSGIApplication(
-            app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
-            timeout: configuration.timeout, path: configuration.directory.map { [$0] } ?? [], runtime: runtime, logger: logger)
+    /// The interface configured, or (`--interface auto`) what the app is, as uvicorn decides.
+    private static func interface(of configuration: Configuration, runtime: PythonRuntime) async throws -> AppInterface {
+        if let given = configuration.interface { return given }
+        do {
+            return try await AppInterface.detect(
+                app: configuration.app, path: configuration.directory.map { [$0] } ?? [], runtime: runtime,
+                kind: configuration.interpreterKind)
+        } catch let error as SubinterpreterError {
+            throw ASGIApplication.loadError(app: configuration.app, error)
+        }
+    }
+
+    private static func load(
+        _ configuration: Configuration, interface: AppInterface, runtime: PythonRuntime, logger: Logger
+    ) async throws -> any LoadedApp {
+        let path = configuration.directory.map { [$0] } ?? []
+        switch interface {
+        case .wsgi:
+            return try await WSGIApplication(
+                app: configuration.app, workers: configuration.workers, maxRequests: configuration.maxRequests,
+                timeout: configuration.timeout, path: path, kind: configuration.interpreterKind,
+                multiprocess: configuration.processes > 1, runtime: runtime, logger: logger)
+        case .asgi:
+            var asgi = ASGIConfiguration(app: configuration.app, workers: configuration.workers, path: path)
+            asgi.rootPath = configuration.rootPath
+            asgi.lifespan = configuration.lifespan
+            asgi.timeout = configuration.timeout
+            asgi.limitConcurrency = configuration.limitConcurrency
+            asgi.maxRequests = configuration.maxRequests
+            asgi.stopLimit = min(asgi.stopLimit, configuration.gracePeriod)
+            asgi.interpreterKind = configuration.interpreterKind
+            return try await ASGIBridge.start(
+                configuration: asgi, webSocketMaxSize: configuration.webSocketMaxSize, runtime: runtime, logger: logger)
+        }
     }
 
     private static func timeAmount(_ duration: Duration) -> TimeAmount {
@@ -196,6 +309,7 @@ public final class WSGIServer: Service, Sendable {
     /// interpreter, and returns.
     public func stop() async {
         guard stopped.withLock({ let first = !$0; $0 = true; return first }) else { return }
+        logger.info("stopping: no new connections; finishing the requests in flight")
         let deadline = NIODeadline.now() + Self.timeAmount(configuration.gracePeriod)
         appContext.beginDraining()
         await http.closeListeners()
@@ -208,25 +322,25 @@ public final class WSGIServer: Service, Sendable {
         timer.cancel()
         for generation in generations {
             generation.giveUp()
-            await generation.application.pool.shutdown(cancelPending: true)
+            await generation.application.shutdown(cancelPending: true)
         }
         await metricsServer.drain(until: .now())
         try? await group.shutdownGracefully()
     }
 
     /// Loads the app again in fresh interpreters and switches new requests to them; requests
-    /// already dispatched finish on the old workers, whose pool closes when the last of them is
-    /// done. No request is dropped.
+    /// (and WebSocket connections) already dispatched finish on the old workers, which end when
+    /// the last of them is done. No request is dropped.
     public func reload() async throws {
         if let old = try await switchToFreshLoad() { await retire(old) }
     }
 
     /// The first half of a reload: loads the app in fresh interpreters and makes them current.
     /// Returns the generation they replace.
-    func switchToFreshLoad() async throws -> WSGIGeneration? {
-        let fresh = try await Self.load(configuration, runtime: runtime, logger: logger)
+    func switchToFreshLoad() async throws -> AppGeneration? {
+        let fresh = try await Self.load(configuration, interface: interface, runtime: runtime, logger: logger)
         guard !stopped.withLock({ $0 }) else {
-            await fresh.pool.shutdown(cancelPending: true)
+            await fresh.shutdown(cancelPending: true)
             return nil
         }
         let old = dispatcher.install(fresh)
@@ -234,10 +348,10 @@ public final class WSGIServer: Service, Sendable {
         return old
     }
 
-    /// The second half: waits until no request holds `old`, then closes its pool.
-    func retire(_ old: WSGIGeneration) async {
+    /// The second half: waits until no request holds `old`, then ends its workers.
+    func retire(_ old: AppGeneration) async {
         await old.idle()
-        await old.application.pool.shutdown(cancelPending: false)
+        await old.application.shutdown(cancelPending: false)
         dispatcher.forget(old)
     }
 }
@@ -251,6 +365,9 @@ enum AccessLog {
         var buffer = [CChar](repeating: 0, count: 64)
         let length = strftime(&buffer, buffer.count, "%d/%b/%Y:%H:%M:%S %z", &parts)
         let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return "\(client.isEmpty ? "-" : client) - - [\(stamp)] \"\(requestLine)\" \(status) \(bytes > 0 ? String(bytes) : "-")"
+        // Cut at 1 KiB, so that a line is one atomic write to a pipe (PIPE_BUF: 4 KiB) and lines
+        // from several worker processes never interleave.
+        let line = requestLine.utf8.count > 1024 ? String(decoding: requestLine.utf8.prefix(1024), as: UTF8.self) + "..." : requestLine
+        return "\(client.isEmpty ? "-" : client) - - [\(stamp)] \"\(line)\" \(status) \(bytes > 0 ? String(bytes) : "-")"
     }
 }
