@@ -256,7 +256,7 @@ public final class AppServer: Service, Sendable {
                 app: configuration.app, path: configuration.directory.map { [$0] } ?? [], runtime: runtime,
                 kind: configuration.interpreterKind)
         } catch let error as SubinterpreterError {
-            throw ASGIApplication.loadError(app: configuration.app, error)
+            throw AppLoadError.wrap(app: configuration.app, error)
         }
     }
 

@@ -198,7 +198,10 @@ struct Serve: AsyncParsableCommand {
             printError(error.message)
             throw ExitCode(1)
         } catch let error as SubinterpreterError {
-            printError(error.detailedDescription)
+            // One line; the traceback (the user's frames) only at --log-level debug.
+            printError(error.message)
+            let traceback = AppLoadError.traceback(of: error, app: settings.server.app)
+            if !traceback.isEmpty { logger.debug("the load failure's traceback:\n\(traceback)") }
             throw ExitCode(1)
         }
         sockets.close()  // the server's listeners hold their own duplicates

@@ -89,6 +89,14 @@ final class LiveServer {
             if path == "/spin":
                 while True:
                     pass
+            if path == "/swallow":
+                # A retry loop that catches everything: every interrupt is swallowed.
+                log("swallowing started")
+                while True:
+                    try:
+                        time.sleep(0.05)
+                    except BaseException:
+                        pass
             if path == "/sleep":
                 log("sleep started")
                 time.sleep(float(environ["QUERY_STRING"] or "1"))

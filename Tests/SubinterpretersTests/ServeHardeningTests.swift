@@ -78,6 +78,100 @@ import Testing
         #expect(client.response()?.text == "hello")
     }
 
+    // MARK: 4. A timeout mid-stream closes the iterable
+
+    /// Three streamed responses time out while their workers wait for clients that do not read;
+    /// each iterable's `close()` still runs (file handles, database connections). Before, the
+    /// interrupt that was pending when the worker came back from that wait landed in the
+    /// adapter's own close call, and the response object stayed open.
+    @Test func aTimeoutMidStreamAlwaysClosesTheIterable() throws {
+        let server = try LiveServer(["--workers", "1", "--timeout", "1"])
+        defer { server.stop() }
+        var clients: [RawHTTP] = []
+        for round in 1...3 {
+            let client = try RawHTTP(port: server.port, receiveBuffer: 4096)
+            client.send("GET /big?\(64 << 20) HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(client)  // never reads
+            #expect(server.waitForLine(containing: "request timed out", count: round) != nil, "\(server.stderr)")
+            #expect(server.waitForLine(containing: "iterable closed", count: round) != nil, "round \(round): \(server.stderr)")
+        }
+        let closed = try #require(try RawHTTP.get(server.port, "/closed"))
+        #expect(closed.text == "3")
+    }
+
+    // MARK: 5. A request that swallows every interrupt
+
+    /// The client gets 504, the worker that keeps swallowing the interrupt is abandoned and
+    /// replaced, and SIGTERM still ends the server by itself, with status 0 (what happened to
+    /// the request is in the log). Before, the process never exited.
+    @Test func sigtermEndsTheServerEvenWhenARequestSwallowsEveryInterrupt() throws {
+        let server = try LiveServer(["--workers", "1", "--timeout", "1"])
+        let client = try RawHTTP(port: server.port, timeout: 30)
+        client.send("GET /swallow HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(client.response()?.status == 504)
+        #expect(server.waitForLine(containing: "abandoned a worker", timeout: 30) != nil, "\(server.stderr)")
+        // A fresh worker serves while the abandoned one still loops.
+        #expect(try RawHTTP.get(server.port, "/")?.status == 200)
+        server.signal(SIGTERM)
+        server.process.waitUntilExit()  // bounded by the test's own time limit: it must exit by itself
+        #expect(server.process.terminationReason == .exit)
+        #expect(server.process.terminationStatus == 0, "\(server.stderr)")
+    }
+
+    // MARK: 14. --timeout counts from the app's start; the queue has its own answer
+
+    /// One worker is stuck in C (`time.sleep`, which no interrupt ends). The request queued
+    /// behind it never runs and gets 503 after waiting --timeout, not a 504 that claims its code
+    /// was interrupted; the stuck request gets 504; its worker is abandoned and replaced, with
+    /// a log line that names the request, and the next request is served while the old worker
+    /// is still asleep.
+    @Test func aQueuedRequestGets503AndAStuckWorkerIsReplaced() throws {
+        let server = try LiveServer(["--workers", "1", "--timeout", "2"])
+        defer { server.stop() }
+        let stuck = try RawHTTP(port: server.port, timeout: 30)
+        stuck.send("GET /sleep?15 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(server.waitForLine(containing: "sleep started") != nil)
+        let queued = try RawHTTP(port: server.port, timeout: 30)
+        queued.send("GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(queued.response()?.status == 503)
+        #expect(stuck.response()?.status == 504)
+        let abandoned = server.waitForLine(containing: "abandoned a worker", timeout: 30)
+        #expect(abandoned?.contains("GET /sleep?15") == true, "\(server.stderr)")
+        #expect(server.waitForLine(containing: "waited 2 s (--timeout) for a free worker and never ran") != nil, "\(server.stderr)")
+        let next = try #require(try RawHTTP.get(server.port, "/"))
+        #expect(next.status == 200)
+        #expect(!server.stderr.contains("sleep finished"))
+    }
+
+    // MARK: 15. Load errors are one line
+
+    /// An app whose import fails prints one line naming the app, the exception and the user's
+    /// innermost frame; the traceback, without our frames or importlib's, only at
+    /// `--log-level debug`.
+    @Test func loadErrorsAreOneLineAndTheTracebackIsForDebug() throws {
+        let app = "import json\n\ndef connect():\n    raise RuntimeError('no database configured')\n\nconnect()\n"
+        let directory = try LiveServer.writeApps()
+        try app.write(toFile: directory + "/broken.py", atomically: true, encoding: .utf8)
+        for debug in [false, true] {
+            let result = try CLI.run(
+                ["serve", "broken:app", "--chdir", directory, "--workers", "1", "--bind", "127.0.0.1:0"]
+                    + (debug ? ["--log-level", "debug"] : []))
+            #expect(result.status == 1)
+            let lines = result.stderr.split(separator: "\n").map(String.init)
+            #expect(
+                lines.first == "subinterp: could not load broken:app: RuntimeError: no database configured (broken.py, line 4, in connect)",
+                "\(result.stderr)")
+            #expect(!result.stderr.contains("<frozen importlib"))
+            #expect(!result.stderr.contains("<setup>"))
+            if debug {
+                #expect(result.stderr.contains("Traceback (most recent call last)"), "\(result.stderr)")
+                #expect(result.stderr.contains("line 6, in <module>"), "\(result.stderr)")
+            } else {
+                #expect(lines.count == 1, "\(result.stderr)")
+            }
+        }
+    }
+
     // MARK: 6. Connection cap, request deadline, body budget
 
     @Test func connectionsBeyondTheLimitWaitInTheBacklog() throws {

@@ -193,27 +193,13 @@ final class ASGIApplication: Sendable {
             }
             watchdog.stop()
             if let error = error as? SubinterpreterError, error.code == .pythonException || error.code == .incompatibleExtensionModule {
-                throw ASGIApplication.loadError(app: configuration.app, error)
+                throw AppLoadError.wrap(app: configuration.app, error)
             }
             throw error
         }
         state = Mutex(Workers(slots: started))
         watchdog.watch(started)
         ended.connect(self)
-    }
-
-    /// The one-line error for an app that does not load (its traceback stays in the error).
-    static func loadError(app: String, _ error: SubinterpreterError) -> SubinterpreterError {
-        if error.code == .incompatibleExtensionModule, let module = error.moduleName {
-            return SubinterpreterError(
-                .incompatibleExtensionModule,
-                "\(app) cannot run in a sub-interpreter: extension module '\(module)' does not support loading in subinterpreters "
-                    + "(it needs multi-phase init and per-interpreter GIL support). Check your imports with `subinterp check`.",
-                pythonException: error.pythonException, moduleName: module)
-        }
-        return SubinterpreterError(
-            error.code, "could not load \(app): \(error.pythonException?.description ?? error.message)",
-            pythonException: error.pythonException, moduleName: error.moduleName)
     }
 
     /// Starts an HTTP request on the least busy worker. `body` is what arrived with the head

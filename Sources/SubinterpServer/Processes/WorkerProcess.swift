@@ -63,7 +63,9 @@ package final class WorkerProcess: Sendable {
             if error.code == .incompatibleExtensionModule, settings.isolation == .auto, let module = error.moduleName {
                 try? await control.send(.refused(module: module, message: error.message)).get()
             } else {
-                try? await control.send(.failed(message: error.detailedDescription)).get()
+                let traceback = AppLoadError.traceback(of: error, app: settings.server.app)
+                if !traceback.isEmpty { logger.debug("the load failure's traceback:\n\(traceback)") }
+                try? await control.send(.failed(message: error.message)).get()
             }
             control.close()
             try? await group.shutdownGracefully()

@@ -34,34 +34,40 @@ final class WSGIApplication: Sendable {
         do {
             pool = try await InterpreterPool(configuration: configuration, runtime: runtime, logger: logger)
         } catch let error as SubinterpreterError {
-            if error.code == .incompatibleExtensionModule, let module = error.moduleName {
-                throw SubinterpreterError(
-                    .incompatibleExtensionModule,
-                    "\(app) cannot run in a sub-interpreter: extension module '\(module)' does not support loading in subinterpreters "
-                        + "(it needs multi-phase init and per-interpreter GIL support). Check your imports with `subinterp check`.",
-                    pythonException: error.pythonException, moduleName: module)
-            }
-            throw SubinterpreterError(
-                error.code, "could not load \(app): \(error.pythonException?.description ?? error.message)",
-                pythonException: error.pythonException, moduleName: error.moduleName)
+            throw AppLoadError.wrap(app: app, error)
         }
     }
 
     /// Runs the request on a free worker, which streams the response to `exchange`. `finished`
     /// runs once the worker is done with the request (whatever the outcome).
+    ///
+    /// `--timeout` counts from when the app starts; a request that waits that long in the queue
+    /// without a free worker never runs and gets 503 (overloaded), not 504. The response's
+    /// iterable is closed after the job whatever happened to it (a timeout or a cancel included):
+    /// the pool runs that cleanup after the job, where no interrupt meant for the job can land.
+    /// A worker that does not come back after its interrupt (blocked in C, or swallowing it) is
+    /// abandoned and replaced by the pool; its log line names the request.
     func handle(_ request: HTTPRequest, _ exchange: HTTPExchange, finished: @escaping @Sendable () -> Void) {
         let id = nextRequest.add(1, ordering: .relaxed).oldValue
         let logger = self.logger
         let environ = PythonValue.dict(WSGIEnvironment.items(for: request))
         let body = PythonValue.bytes(Array(request.body.readableBytesView))
         let target = request.head.targetString
+        let limit = timeout.map { String(format: "%g", $0.timeInterval) } ?? "?"
         let completion: @Sendable (Result<Void, any Error>) -> Void = { result in
             switch result {
             case .success:
                 break
             case .failure(let error as SubinterpreterError) where error.code == .timedOut:
-                logger.error("request timed out; its Python code was interrupted", metadata: ["request": "\(id)", "target": "\(target)"])
+                logger.error(
+                    "request timed out: its app ran longer than --timeout \(limit) s; its Python code was interrupted",
+                    metadata: ["request": "\(id)", "target": "\(target)"])
                 exchange.fail(status: 504, reason: "Gateway Timeout")
+            case .failure(let error as SubinterpreterError) where error.code == .queueTimedOut:
+                logger.warning(
+                    "request refused with 503: it waited \(limit) s (--timeout) for a free worker and never ran",
+                    metadata: ["request": "\(id)", "target": "\(target)"])
+                exchange.fail(status: 503, reason: "Service Unavailable")
             case .failure(let error as SubinterpreterError) where error.code == .interpreterClosed || error.code == .cancelled:
                 exchange.fail(status: 503, reason: "Service Unavailable")
             case .failure(let error):
@@ -71,8 +77,15 @@ final class WSGIApplication: Sendable {
             }
             finished()
         }
+        let options = InterpreterPool.JobOptions(
+            timeout: timeout, timeoutStart: .start, queueTimeout: timeout, label: "request \(id) \(request.head.methodString) \(target)",
+            cleanup: { python in
+                // Closes the iterable if the job left it open (a timeout, a cancel, an error
+                // between two chunks); a no-op after a response that ended normally.
+                _ = try? python.resolve("_wsgi_close").call(arguments: [PythonValue(id)])
+            })
         do {
-            try pool.submit(timeout: timeout, { python in
+            try pool.submit(options: options, { python in
                 try Self.run(python, id: id, environ: environ, body: body, exchange: exchange)
             }, completion: completion)
         } catch {

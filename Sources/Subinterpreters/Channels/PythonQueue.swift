@@ -228,5 +228,5 @@ private final class QueueWait: @unchecked Sendable {
 
 extension Duration {
     /// Seconds, for Dispatch and C.
-    var timeInterval: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    package var timeInterval: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -19,12 +19,16 @@ package struct LoadFailure: Sendable, Equatable {
 
     /// One line, without the program's name in front.
     package var summary: String
+    /// The exception and the user's innermost frame, without what was loaded: `ZeroDivisionError:
+    /// division by zero (work.py, line 3, in <module>)`, for callers that phrase their own line.
+    package var detail: String
     /// The traceback, only the user's frames; empty if Python gave none.
     package var traceback: String
 
     package init(_ error: SubinterpreterError, loading target: String, setup: Setup = .tool) {
         guard let exception = error.pythonException else {
             summary = "cannot load \(target): \(error.message)"
+            detail = error.message
             traceback = ""
             return
         }
@@ -40,6 +44,7 @@ package struct LoadFailure: Sendable, Equatable {
             let message = exception.message.split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init) ?? ""
             what = message.isEmpty ? exception.typeName : "\(exception.typeName): \(message)"
         }
+        detail = "\(what)\(place)"
         if case .option(let option) = setup, let line = setupFrames.last?.line {
             if place.isEmpty { place = " (line \(line) of \(option))" }
             summary = "the \(option) code failed: \(what)\(place)"
