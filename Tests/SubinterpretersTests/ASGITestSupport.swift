@@ -164,7 +164,7 @@ struct ASGITestApp {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("subinterp-asgi-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         events = "asgi-events-\(UUID().uuidString)"
-        let prelude = "import subinterp as _test_subinterp\nEVENTS = _test_subinterp.queue(\(ASGIAdapter.pythonString(events)))\n"
+        let prelude = "import subinterp as _test_subinterp\nEVENTS = _test_subinterp.queue(\(AppLoader.pythonString(events)))\n"
         try (prelude + source).write(to: directory.appendingPathComponent("app.py"), atomically: true, encoding: .utf8)
     }
 

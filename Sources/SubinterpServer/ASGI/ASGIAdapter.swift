@@ -15,23 +15,8 @@ enum ASGIAdapter {
 
     /// The app's loader. The same rules as the WSGI server's (`MODULE:APP`, `MODULE:factory()`).
     static func loader(app: String) -> String {
-        let literal = app.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
-        return #"""
-import importlib as _importlib, inspect as _inspect
-
-def _load_app(spec):
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"the app must be given as MODULE:APP or MODULE:factory(), not {spec!r}")
-    target = _importlib.import_module(module_name)
-    call = attribute.endswith("()")
-    for part in (attribute[:-2] if call else attribute).split("."):
-        target = getattr(target, part)
-    if call:
-        target = target()
-    if not callable(target):
-        raise TypeError(f"{spec} is a {type(target).__name__}, not an application (a callable)")
-    return target
+        #"""
+import inspect as _inspect
 
 def _app_interface(app):
     """'asgi' for an async callable (a coroutine function, or an object whose __call__ is one),
@@ -41,9 +26,7 @@ def _app_interface(app):
     if _inspect.iscoroutinefunction(app) or _inspect.iscoroutinefunction(getattr(app, "__call__", None)):
         return "asgi"
     return "wsgi"
-
-_app = _load_app('\#(literal)')
-"""#
+"""# + "\n" + AppLoader.python(app: app, as: "_app")
     }
 
     static func setup(app: String, rootPath: String, lifespan: ASGILifespanMode) -> String {
@@ -53,8 +36,8 @@ import subinterp as _subinterp
 import _subinterp_asgi as _asgi
 
 _abc.Coroutine.register(_asgi.Awaitable)
-_ASGI_ROOT_PATH = \#(pythonString(rootPath))
-_ASGI_LIFESPAN = \#(pythonString(lifespan.rawValue))
+_ASGI_ROOT_PATH = \#(AppLoader.pythonString(rootPath))
+_ASGI_LIFESPAN = \#(AppLoader.pythonString(lifespan.rawValue))
 _REPORT_STARTED, _REPORT_STARTUP_FAILED, _REPORT_STOPPED, _REPORT_SHUTDOWN_FAILED = 1, 2, 3, 4
 _REPORT_INFO, _REPORT_WARNING, _REPORT_ERROR = 5, 6, 7
 _CONTROL_SHUTDOWN = 9
@@ -263,25 +246,5 @@ def _asgi_run():
         except (AttributeError, ImportError):
             pass
 """#
-    }
-
-    /// A Python string literal for `text`.
-    static func pythonString(_ text: String) -> String {
-        var literal = "'"
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\\": literal += "\\\\"
-            case "'": literal += "\\'"
-            case "\n": literal += "\\n"
-            case "\r": literal += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    literal += String(format: "\\x%02x", scalar.value)
-                } else {
-                    literal.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return literal + "'"
     }
 }

@@ -39,7 +39,7 @@ public enum AppInterface: String, Sendable, CaseIterable {
     /// Asks `python` (a process of its own) what the app is; nil if it cannot tell.
     private static func detectInProcess(app: String, path: [String], python: String) async -> AppInterface? {
         guard FileManager.default.isExecutableFile(atPath: python) else { return nil }
-        let directories = path.map(ASGIAdapter.pythonString).joined(separator: ", ")
+        let directories = path.map(AppLoader.pythonString).joined(separator: ", ")
         // An app may `import subinterp`: the package itself where this Python has it installed,
         // else an empty stand-in lets the app import here; one that uses the module while it
         // loads cannot, and is asked in-process instead.

@@ -6,25 +6,9 @@ import Foundation
 /// iterables pulled one non-empty chunk at a time, so generators stream.
 enum WSGIAdapter {
     static func setup(app: String, multiprocess: Bool) -> String {
-        let literal = app.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
-        return #"""
-import sys as _sys, io as _io, importlib as _importlib
+        return AppLoader.python(app: app, as: "_wsgi_app") + "\n" + #"""
+import sys as _sys, io as _io
 
-def _load_app(spec):
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"the app must be given as MODULE:APP or MODULE:factory(), not {spec!r}")
-    target = _importlib.import_module(module_name)
-    call = attribute.endswith("()")
-    for part in (attribute[:-2] if call else attribute).split("."):
-        target = getattr(target, part)
-    if call:
-        target = target()
-    if not callable(target):
-        raise TypeError(f"{spec} is a {type(target).__name__}, not a WSGI application (a callable)")
-    return target
-
-_wsgi_app = _load_app('\#(literal)')
 _wsgi_multiprocess = \#(multiprocess ? "True" : "False")
 _wsgi_open = {}
 
