@@ -1,27 +1,44 @@
+import CoreMetrics
 import NIOCore
 import Subinterpreters
 import Synchronization
 
-/// Request counters and a latency histogram, exposed in Prometheus' text format.
+/// Request counters and a latency histogram, exposed in Prometheus' text format by the metrics
+/// endpoint, and reported through swift-metrics too (`subinterp_requests_total` with a
+/// `status` dimension, the `subinterp_request_duration` timer), so a program that embeds the
+/// server and bootstraps a `MetricsSystem` gets them in its own backend.
 ///
-/// Kept by hand rather than through swift-metrics: a supervisor re-exposes the counters of its
-/// worker processes, which reach it as snapshots over their control channels, and a
-/// snapshot (not an instrumentation point) is what it sums and labels per process.
+/// The endpoint's own copy is kept here rather than read back from a swift-metrics backend: a
+/// supervisor re-exposes the counters of its worker processes, which reach it as snapshots
+/// over their control channels, and a snapshot (not an instrumentation point) is what it sums
+/// and labels per process.
 final class Metrics: Sendable {
     static let buckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-    private let state = Mutex(MetricsSnapshot())
+    private struct State {
+        var snapshot = MetricsSnapshot()
+        /// swift-metrics counters by status, made once each.
+        var counters: [Int: CoreMetrics.Counter] = [:]
+    }
+    private let state = Mutex(State())
+    private let duration = CoreMetrics.Timer(label: "subinterp_request_duration")
 
     func record(status: Int, elapsed: Duration) {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        state.withLock { state in
-            state.byStatus[status, default: 0] += 1
-            if let bucket = Self.buckets.firstIndex(where: { seconds <= $0 }) { state.counts[bucket] += 1 }
-            state.sum += seconds
-            state.total += 1
+        let counter = state.withLock { state -> CoreMetrics.Counter in
+            state.snapshot.byStatus[status, default: 0] += 1
+            if let bucket = Self.buckets.firstIndex(where: { seconds <= $0 }) { state.snapshot.counts[bucket] += 1 }
+            state.snapshot.sum += seconds
+            state.snapshot.total += 1
+            if let counter = state.counters[status] { return counter }
+            let counter = CoreMetrics.Counter(label: "subinterp_requests_total", dimensions: [("status", String(status))])
+            state.counters[status] = counter
+            return counter
         }
+        counter.increment()
+        duration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
     }
 
-    var snapshot: MetricsSnapshot { state.withLock { $0 } }
+    var snapshot: MetricsSnapshot { state.withLock { $0.snapshot } }
 
     func exposition(busyWorkers: Int, queued: Int, workers: Int) -> String {
         MetricsExposition.text(
