@@ -77,16 +77,19 @@ final class WSGIApplication: Sendable {
             }
             finished()
         }
+        let response = ResponseState()
         let options = InterpreterPool.JobOptions(
             timeout: timeout, timeoutStart: .start, queueTimeout: timeout, label: "request \(id) \(request.head.methodString) \(target)",
             cleanup: { python in
-                // Closes the iterable if the job left it open (a timeout, a cancel, an error
-                // between two chunks); a no-op after a response that ended normally.
+                // Closes the iterable if the job did not end normally (a timeout, a cancel, an
+                // error between two chunks); every normal end has closed it already.
+                guard !response.settled else { return }
                 _ = try? python.resolve("_wsgi_close").call(arguments: [PythonValue(id)])
             })
         do {
             try pool.submit(options: options, { python in
                 try Self.run(python, id: id, environ: environ, body: body, exchange: exchange)
+                response.settled = true
             }, completion: completion)
         } catch {
             exchange.fail(status: 503, reason: "Service Unavailable")
@@ -172,4 +175,11 @@ extension WSGIApplication: LoadedApp {
     func shutdown(cancelPending: Bool) async {
         await pool.shutdown(cancelPending: cancelPending)
     }
+}
+
+/// Whether a request's job ended normally, so its response iterable is closed already.
+/// `@unchecked Sendable`: only the request's worker thread touches it, in the job's body and
+/// then in its cleanup, one after the other on that thread.
+private final class ResponseState: @unchecked Sendable {
+    var settled = false
 }
