@@ -23,6 +23,11 @@ final class PoolController: @unchecked Sendable {
     private var entries: [Entry] = []
     private var started = false
     private var stopping = false
+    /// While the controller thread sleeps: when it wakes by itself (nil: only when signalled).
+    /// A new timer signals it only if it is due before then, so a pool whose calls all have
+    /// the same timeout does not wake the controller for each call.
+    private var sleepingUntil: ContinuousClock.Instant?
+    private var sleeping = false
 
     /// Runs `action` on the controller thread at `at`, unless `unschedule(job)` drops it first.
     func schedule(at: ContinuousClock.Instant, for job: PoolJob? = nil, _ action: @escaping @Sendable () -> Void) {
@@ -37,9 +42,9 @@ final class PoolController: @unchecked Sendable {
         }
         entries.insert(Entry(at: at, job: job, action: action), at: low)
         startIfNeeded()
-        // Only a new earliest timer changes when the controller must wake; waking it for every
-        // call would cost a context switch per call.
-        if low == 0 { condition.signal() }
+        // Only a timer due before the controller wakes by itself needs it woken; waking it for
+        // every call would cost a context switch per call.
+        if sleeping, sleepingUntil.map({ at < $0 }) ?? true { condition.signal() }
     }
 
     /// Drops every timer of a job that finished.
@@ -69,6 +74,10 @@ final class PoolController: @unchecked Sendable {
 
     private func loop() {
         condition.lock()
+        // Whether the last sleep found no timers: a pool between two calls is idle only for a
+        // moment, so the first time the controller sleeps a second (a new call's timer is then
+        // usually due later, and needs no signal); idle for longer, it sleeps until signalled.
+        var wasEmpty = false
         while !stopping {
             let now = ContinuousClock.now
             if let first = entries.first, first.at <= now {
@@ -78,11 +87,19 @@ final class PoolController: @unchecked Sendable {
                 condition.lock()
                 continue
             }
-            if let first = entries.first {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, (first.at - now).timeInterval)))
+            // Timers unscheduled meanwhile are not removed from this deadline: waking for one
+            // of them only finds nothing due.
+            let until: ContinuousClock.Instant? = entries.first?.at ?? (wasEmpty ? nil : now + .seconds(1))
+            wasEmpty = entries.isEmpty
+            sleeping = true
+            sleepingUntil = until
+            if let until {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, (until - now).timeInterval)))
             } else {
                 condition.wait()
             }
+            sleeping = false
+            sleepingUntil = nil
         }
         condition.unlock()
     }

@@ -187,14 +187,16 @@ final class PoolCore: WorkFeeder, ProcessWorkFeeder, Sendable {
             if let timeout = options.timeout, options.timeoutStart == .submission {
                 controller.schedule(at: .now + timeout, for: job) { [self] in timeOut(job) }
             }
-            if let limit = options.queueTimeout {
-                controller.schedule(at: .now + limit, for: job) { [self] in queueTimeOut(job) }
-            }
             if let worker = state.idle.popLast() {
                 job.worker = worker
                 state.running += 1
                 state.dispatched[job.id] = job
                 return (job, worker)
+            }
+            // Only a job that waits needs its queue timeout (under this lock, so before any
+            // worker can take it).
+            if let limit = options.queueTimeout {
+                controller.schedule(at: .now + limit, for: job) { [self] in queueTimeOut(job) }
             }
             job.inQueue = true
             state.queuedCalls += calls
