@@ -11,6 +11,8 @@ final class WSGIApplication: Sendable {
     let pool: InterpreterPool
     let logger: Logger
     let timeout: Duration?
+    /// `--timeout` as the log says it, made once rather than per request.
+    private let timeoutText: String
     private let nextRequest = Atomic<Int>(1)
 
     /// Starts the workers; each imports the app once. An app that imports an extension module
@@ -24,6 +26,7 @@ final class WSGIApplication: Sendable {
         self.app = app
         self.logger = logger
         self.timeout = timeout
+        self.timeoutText = timeout.map { String(format: "%g", $0.timeInterval) } ?? "?"
         var configuration = InterpreterPool.Configuration(
             workers: workers, setup: WSGIAdapter.setup(app: app, multiprocess: workers > 1 || multiprocess), path: path,
             maxTasksPerWorker: maxRequests)
@@ -53,7 +56,7 @@ final class WSGIApplication: Sendable {
         let environ = PythonValue.dict(WSGIEnvironment.items(for: request))
         let body = PythonValue.bytes(Array(request.body.readableBytesView))
         let target = request.head.targetString
-        let limit = timeout.map { String(format: "%g", $0.timeInterval) } ?? "?"
+        let limit = timeoutText
         let completion: @Sendable (Result<Void, any Error>) -> Void = { result in
             switch result {
             case .success:
