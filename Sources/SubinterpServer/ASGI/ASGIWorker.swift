@@ -378,7 +378,9 @@ final class ASGIWorkerControl: Sendable {
     private func settle(_ next: Phase, _ result: Result<Void, any Error>) {
         let waiting = phase.withLock { phase -> [CheckedContinuation<Void, any Error>] in
             guard case .starting(let waiting) = phase else {
-                if case .ended = next { phase = .ended }
+                // A loop that ends after serving is over; one that ends after its startup
+                // failed keeps the app's message for a `startup()` that asks late.
+                if case .ended = next, case .serving = phase { phase = .ended }
                 return []
             }
             phase = next
